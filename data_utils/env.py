@@ -1,0 +1,141 @@
+"""Where am I, and how do I make this run repeatable?
+
+Colab detection, the repository root from any working directory, one seed for Python, NumPy
+and TensorFlow, the smoke switch, and the per-notebook results writer.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+PACKAGE_NAME = "data_utils"
+SMOKE_ENV_VAR = "COURSE_SMOKE"
+RESULTS_ENV_VAR = "COURSE_RESULTS_DIR"
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime (the ``google.colab`` module is importable and loaded)."""
+    if "google.colab" in sys.modules:
+        return True
+    try:  # pragma: no cover - only true in Colab
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True  # pragma: no cover
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The course repository's root: the first folder, walking up from ``start`` (default: the
+    working directory), that holds the ``data_utils`` package. Falls back to this file's parent.
+
+    Works under Jupyter (cwd = notebooks/), papermill and nbval (cwd = wherever they were started)
+    and in Colab after ``git clone`` (cwd = /content).
+    """
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PACKAGE_NAME / "__init__.py").is_file():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+def smoke_from_env(default: bool = False) -> bool:
+    """The smoke switch a ``parameters`` cell reads: ``COURSE_SMOKE=1`` (set by ``make test`` for
+    nbval) turns it on; papermill's injected ``SMOKE=...`` still overrides it."""
+    value = os.environ.get(SMOKE_ENV_VAR)
+    if value is None or value == "":
+        return default
+    if value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{SMOKE_ENV_VAR}={value!r} is not understood; use 1/true/yes or 0/false/no")
+
+
+def set_seed(seed: int, deterministic_ops: bool = True) -> None:
+    """Seed Python's ``random``, NumPy and TensorFlow with one number, and (by default) turn on
+    TensorFlow's op determinism, so that the same seed gives the same weights and the same run."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    import tensorflow as tf
+
+    os.environ["PYTHONHASHSEED"] = str(int(seed))
+    random.seed(int(seed))
+    np.random.seed(int(seed))
+    tf.keras.utils.set_random_seed(int(seed))  # Python, NumPy and TF in both Keras 2 and 3
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+
+
+def results_dir(path: str | os.PathLike | None = None) -> Path:
+    """The folder results JSON files go to: ``path`` if given, else ``$COURSE_RESULTS_DIR``, else
+    ``<repo>/build/results``. Relative paths are taken from the repository root."""
+    chosen = path or os.environ.get(RESULTS_ENV_VAR) or "build/results"
+    chosen = Path(chosen)
+    if not chosen.is_absolute():
+        chosen = repo_root() / chosen
+    return chosen
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert NumPy scalars/arrays, paths and tuples to plain JSON; NaN/inf become None."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_results(notebook: str, results: Mapping[str, Any],
+                  directory: str | os.PathLike | None = None) -> Path:
+    """Write one notebook's key numbers to ``<results dir>/<notebook stem>.json`` atomically.
+
+    ``notebook`` is the notebook's file name or stem (``"00_environment_check"``)."""
+    stem = Path(str(notebook)).stem
+    if not stem:
+        raise ValueError("notebook must be a notebook name such as '00_environment_check'")
+    if not isinstance(results, Mapping):
+        raise ValueError(f"results must be a mapping (dict), got {type(results).__name__}")
+    text = json.dumps(_jsonable(results), indent=2, sort_keys=True) + "\n"
+    return atomic_write_text(results_dir(directory) / f"{stem}.json", text)
+
+
+def read_results(notebook: str, directory: str | os.PathLike | None = None) -> dict | None:
+    """The results a notebook wrote, or None if it has not written any."""
+    path = results_dir(directory) / f"{Path(str(notebook)).stem}.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

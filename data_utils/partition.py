@@ -1,0 +1,283 @@
+"""Split a training set across simulated clients.
+
+One function per scheme, each seeded and deterministic, each returning a list of index arrays
+(one per client, into the training set). :func:`make_partition` adds each client's local test
+split and records the parameters, so a saved partition can be checked before it is reused.
+
+- ``iid``: a uniform random split into (almost) equal parts;
+- ``dirichlet``: label skew; each class is spread over the clients with proportions drawn from
+  Dirichlet(alpha), so small alpha means few classes per client;
+- ``pathological``: McMahan et al. 2017's sort-and-shard split; each client holds
+  ``classes_per_client`` shards, each shard from a different class;
+- ``quantity``: every client has the same label mix, but sizes follow a power law.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+SCHEMES = ("iid", "dirichlet", "pathological", "quantity")
+_MAX_DIRICHLET_TRIES = 1000
+
+
+def _rng(seed: int) -> np.random.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return np.random.default_rng(int(seed))
+
+
+def _check_labels(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError("labels must be non-negative integers")
+    return labels
+
+
+def _check_num_clients(num_clients: int, n: int) -> int:
+    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)):
+        raise ValueError(f"num_clients must be an integer, got {num_clients!r}")
+    if not 1 <= num_clients <= n:
+        raise ValueError(f"num_clients must be between 1 and the number of examples ({n}), "
+                         f"got {num_clients}")
+    return int(num_clients)
+
+
+def _split_by_proportions(indices: np.ndarray, proportions: np.ndarray) -> list[np.ndarray]:
+    """Cut ``indices`` into consecutive parts whose sizes follow ``proportions``
+    (largest-remainder rounding, so the sizes add up exactly)."""
+    raw = proportions / proportions.sum() * len(indices)
+    sizes = np.floor(raw).astype(int)
+    remainder = len(indices) - sizes.sum()
+    if remainder:
+        sizes[np.argsort(-(raw - sizes), kind="stable")[:remainder]] += 1
+    return np.split(indices, np.cumsum(sizes)[:-1])
+
+
+def partition_iid(labels, num_clients: int, seed: int = 0) -> list[np.ndarray]:
+    """Uniform random split: client sizes differ by at most one."""
+    labels = _check_labels(labels)
+    num_clients = _check_num_clients(num_clients, len(labels))
+    order = _rng(seed).permutation(len(labels))
+    return [np.sort(part) for part in np.array_split(order, num_clients)]
+
+
+def partition_dirichlet(labels, num_clients: int, alpha: float, seed: int = 0,
+                        min_size: int = 10) -> list[np.ndarray]:
+    """Label skew: for each class, draw client proportions from Dirichlet(``alpha``) and deal the
+    class's examples out accordingly. Redraws until every client has at least ``min_size``
+    examples; raises ValueError if that cannot be met."""
+    labels = _check_labels(labels)
+    num_clients = _check_num_clients(num_clients, len(labels))
+    if not isinstance(alpha, (int, float, np.floating)) or not np.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
+        raise ValueError(f"min_size must be a positive integer, got {min_size!r}")
+    if min_size * num_clients > len(labels):
+        raise ValueError(f"min_size={min_size} cannot be met: {num_clients} clients x {min_size} "
+                         f"> {len(labels)} examples")
+    rng = _rng(seed)
+    classes = np.unique(labels)
+    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    for _ in range(_MAX_DIRICHLET_TRIES):
+        parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+        for idx in by_class:
+            proportions = rng.dirichlet(np.full(num_clients, float(alpha)))
+            for client, chunk in enumerate(_split_by_proportions(idx, proportions)):
+                parts[client].append(chunk)
+        clients = [np.sort(np.concatenate(p)) for p in parts]
+        if min(len(c) for c in clients) >= min_size:
+            return clients
+    raise ValueError(
+        f"min_size={min_size} cannot be met with alpha={alpha} and {num_clients} clients after "
+        f"{_MAX_DIRICHLET_TRIES} draws; use a larger alpha, fewer clients or a smaller min_size")
+
+
+def partition_pathological(labels, num_clients: int, classes_per_client: int = 2,
+                           seed: int = 0) -> list[np.ndarray]:
+    """McMahan et al. 2017's sort-and-shard split: the examples of each class are cut into equal
+    shards, and each client receives ``classes_per_client`` shards of *different* classes, so it
+    holds at most ``classes_per_client`` classes. Classes are dealt round-robin in a seeded random
+    order; when ``num_clients * classes_per_client`` is smaller than the number of classes, some
+    classes go unused."""
+    labels = _check_labels(labels)
+    num_clients = _check_num_clients(num_clients, len(labels))
+    classes = np.unique(labels)
+    if (isinstance(classes_per_client, bool) or not isinstance(classes_per_client, (int, np.integer))
+            or not 1 <= classes_per_client <= len(classes)):
+        raise ValueError(f"classes_per_client must be an integer between 1 and the number of "
+                         f"classes ({len(classes)}), got {classes_per_client!r}")
+    rng = _rng(seed)
+    k = int(classes_per_client)
+    class_order = rng.permutation(classes)
+    # Shard s holds class class_order[s % C]; client c takes shards c*k .. c*k+k-1, which are k
+    # consecutive positions modulo C and therefore k different classes.
+    shard_class = class_order[np.arange(num_clients * k) % len(classes)]
+    shards_of_class = {c: np.flatnonzero(shard_class == c) for c in classes}
+    shard_indices: dict[int, np.ndarray] = {}
+    for c, shard_ids in shards_of_class.items():
+        if len(shard_ids) == 0:
+            continue
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        if len(idx) < len(shard_ids):
+            raise ValueError(f"class {c} has {len(idx)} examples, fewer than the {len(shard_ids)} "
+                             "shards it must fill; use fewer clients or fewer classes per client")
+        for shard, chunk in zip(shard_ids, np.array_split(idx, len(shard_ids))):
+            shard_indices[int(shard)] = chunk
+    client_order = rng.permutation(num_clients)
+    return [np.sort(np.concatenate([shard_indices[c * k + j] for j in range(k)]))
+            for c in client_order]
+
+
+def partition_quantity(labels, num_clients: int, seed: int = 0, exponent: float = 1.0,
+                       min_size: int = 10) -> list[np.ndarray]:
+    """Quantity skew: client sizes proportional to ``rank ** -exponent`` (a power law, in a seeded
+    random client order), each class split in those proportions, so every client has the same
+    label mix. Each client gets at least ``min_size`` examples."""
+    labels = _check_labels(labels)
+    num_clients = _check_num_clients(num_clients, len(labels))
+    if not isinstance(exponent, (int, float, np.floating)) or not np.isfinite(exponent) or exponent < 0:
+        raise ValueError(f"exponent must be a non-negative number, got {exponent!r}")
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
+        raise ValueError(f"min_size must be a positive integer, got {min_size!r}")
+    if min_size * num_clients > len(labels):
+        raise ValueError(f"min_size={min_size} cannot be met: {num_clients} clients x {min_size} "
+                         f"> {len(labels)} examples")
+    rng = _rng(seed)
+    weights = np.arange(1, num_clients + 1, dtype=float) ** (-float(exponent))
+    weights = weights[rng.permutation(num_clients)]
+    # Reserve min_size per client (stratified as far as possible), share the rest by the power law.
+    order = rng.permutation(len(labels))
+    stratified = order[np.argsort(labels[order], kind="stable")]  # grouped by class, random within
+    reserve = stratified[np.linspace(0, len(labels) - 1, min_size * num_clients).astype(int)]
+    rest = np.setdiff1d(np.arange(len(labels)), reserve)
+    parts: list[list[np.ndarray]] = [[reserve[c::num_clients]] for c in range(num_clients)]
+    for c in np.unique(labels[rest]):
+        idx = rng.permutation(rest[labels[rest] == c])
+        for client, chunk in enumerate(_split_by_proportions(idx, weights)):
+            parts[client].append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+@dataclass
+class Partition:
+    """Which training examples each client holds, split into local train and local test."""
+
+    params: dict
+    train: list[np.ndarray]
+    test: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.train)
+
+    def client_sizes(self) -> np.ndarray:
+        return np.array([len(t) for t in self.train])
+
+    def label_counts(self, labels, num_classes: int | None = None, split: str = "train") -> np.ndarray:
+        """A (clients x classes) matrix of label counts in the chosen split."""
+        labels = np.asarray(labels)
+        num_classes = num_classes or int(labels.max()) + 1
+        parts = self.train if split == "train" else self.test
+        return np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save indices and parameters to one ``.npz`` file (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"train_{i}": t for i, t in enumerate(self.train)}
+        arrays.update({f"test_{i}": t for i, t in enumerate(self.test)})
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, params=json.dumps(self.params, sort_keys=True), **arrays)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Partition":
+        with np.load(path, allow_pickle=False) as data:
+            params = json.loads(str(data["params"]))
+            n = sum(1 for k in data.files if k.startswith("train_"))
+            train = [data[f"train_{i}"] for i in range(n)]
+            test = [data[f"test_{i}"] for i in range(n)] if f"test_0" in data.files else []
+        return cls(params=params, train=train, test=test)
+
+
+def partition_params(labels, scheme: str = "iid", num_clients: int = 10, seed: int = 0, *,
+                     alpha: float = 0.5, classes_per_client: int = 2, min_size: int = 10,
+                     exponent: float = 1.0, local_test_fraction: float = 0.1) -> dict:
+    """The parameters :func:`make_partition` records: only those that matter to ``scheme``."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown partition scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if (isinstance(local_test_fraction, bool) or not isinstance(local_test_fraction, (int, float))
+            or not 0 <= local_test_fraction < 1):
+        raise ValueError(f"local_test_fraction must be in [0, 1), got {local_test_fraction!r}")
+    params = {"scheme": scheme, "num_clients": num_clients, "seed": seed,
+              "num_examples": int(len(_check_labels(labels))),
+              "local_test_fraction": float(local_test_fraction)}
+    if scheme == "dirichlet":
+        params.update(alpha=alpha, min_size=min_size)
+    elif scheme == "pathological":
+        params.update(classes_per_client=classes_per_client)
+    elif scheme == "quantity":
+        params.update(exponent=exponent, min_size=min_size)
+    return json.loads(json.dumps(params, default=lambda v: v.item()))  # plain JSON types
+
+
+def make_partition(labels, scheme: str = "iid", num_clients: int = 10, seed: int = 0, *,
+                   alpha: float = 0.5, classes_per_client: int = 2, min_size: int = 10,
+                   exponent: float = 1.0, local_test_fraction: float = 0.1) -> Partition:
+    """Partition ``labels`` with ``scheme`` and split each client's examples into local train and
+    local test (``local_test_fraction`` of each client; at least one example stays for training).
+
+    The parameters that matter to the chosen scheme are recorded in ``Partition.params``; the
+    same recorded parameters always give the same partition."""
+    params = partition_params(labels, scheme, num_clients, seed, alpha=alpha,
+                              classes_per_client=classes_per_client, min_size=min_size,
+                              exponent=exponent, local_test_fraction=local_test_fraction)
+    labels = _check_labels(labels)
+    if scheme == "iid":
+        clients = partition_iid(labels, num_clients, seed)
+    elif scheme == "dirichlet":
+        clients = partition_dirichlet(labels, num_clients, alpha, seed, min_size)
+    elif scheme == "pathological":
+        clients = partition_pathological(labels, num_clients, classes_per_client, seed)
+    else:
+        clients = partition_quantity(labels, num_clients, seed, exponent, min_size)
+    rng = np.random.default_rng([int(seed), 1])
+    train, test = [], []
+    for idx in clients:
+        n_test = min(int(round(len(idx) * local_test_fraction)), len(idx) - 1)
+        shuffled = rng.permutation(idx)
+        test.append(np.sort(shuffled[:n_test]))
+        train.append(np.sort(shuffled[n_test:]))
+    return Partition(params=params, train=train, test=test)
+
+
+def load_or_make_partition(path: str | os.PathLike, labels, **kwargs) -> tuple[Partition, str]:
+    """Reuse the partition saved at ``path`` if it was made with the same parameters, else make
+    it (same seed, same result) and save it. Returns the partition and what happened
+    (``"loaded"``, ``"created"`` or ``"recreated: ..."``), so a notebook can say which."""
+    wanted = partition_params(labels, **kwargs)
+    path = Path(path)
+    status = "created"
+    if path.is_file():
+        try:
+            saved = Partition.load(path)
+        except Exception as err:  # noqa: BLE001 - a corrupt or foreign file is rebuilt
+            saved, status = None, f"recreated: the saved file could not be read ({err})"
+        if saved is not None:
+            if saved.params == wanted:
+                return saved, "loaded"
+            changed = sorted(k for k in set(saved.params) | set(wanted)
+                             if saved.params.get(k) != wanted.get(k))
+            status = "recreated: saved with other parameters (" + ", ".join(
+                f"{k}: {saved.params.get(k)!r} -> {wanted.get(k)!r}" for k in changed) + ")"
+    partition = make_partition(labels, **kwargs)
+    partition.save(path)
+    return partition, status

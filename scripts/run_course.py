@@ -1,0 +1,114 @@
+"""Execute the course's notebooks in order with papermill and print what each one found.
+
+    python scripts/run_course.py                    # workshop defaults (make course)
+    python scripts/run_course.py --smoke            # the small CI setting
+    python scripts/run_course.py -p NUM_CLIENTS=7 -p PARTITION=dirichlet 01 02
+
+Executed copies go to build/notebooks/ (git-ignored); each notebook writes its key numbers to
+build/results/<notebook>.json, summarized here. Exit code 1 if any notebook fails.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from data_utils.env import read_results, results_dir  # noqa: E402
+
+
+def parse_param(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"parameter {text!r} must look like NAME=value")
+    name, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare string such as PARTITION=dirichlet
+    return name.strip(), value
+
+
+def notebooks(selection: list[str]) -> list[Path]:
+    found = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if not selection:
+        return found
+    chosen = [nb for nb in found if any(nb.name.startswith(s) for s in selection)]
+    if not chosen:
+        raise SystemExit(f"no notebook matches {selection}; have {[nb.name for nb in found]}")
+    return chosen
+
+
+def summarize(results: dict, limit: int = 8) -> str:
+    """The scalar numbers of a results JSON, a few per line."""
+    items = [(k, v) for k, v in results.items() if isinstance(v, (int, float, str)) and
+             not isinstance(v, bool) and len(str(v)) < 40]
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in items[:limit])
+
+
+def print_course_table(results: dict | None) -> None:
+    if not results or not results.get("summary_table"):
+        return
+    print("\nCourse summary (notebook 05, this run)")
+    print(f"  {'model':<42} {'accuracy':>9} {'macro F1':>9}")
+    for row in results["summary_table"]:
+        acc, f1 = row.get("accuracy"), row.get("f1")
+        print(f"  {row['model']:<42} {acc:>9.4f} {f1:>9.4f}" if acc is not None and f1 is not None
+              else f"  {row['model']:<42} {'n/a':>9} {'n/a':>9}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("select", nargs="*", help="notebook name prefixes (default: all)")
+    parser.add_argument("--smoke", action="store_true", help="run the small CI setting")
+    parser.add_argument("-p", "--param", action="append", type=parse_param, default=[],
+                        help="papermill parameter NAME=value (repeatable)")
+    parser.add_argument("--out", default=str(ROOT / "build" / "notebooks"))
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    args = parser.parse_args(argv)
+
+    import papermill as pm
+
+    params = dict(args.param)
+    if args.smoke:
+        params["SMOKE"] = True
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    failures, timings = [], {}
+    for nb in notebooks(args.select):
+        print(f"==> {nb.name}" + (f"  {params}" if params else ""), flush=True)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
+                                cwd=str(nb.parent), kernel_name="python3",
+                                progress_bar=False, execution_timeout=args.timeout)
+        except Exception as err:  # noqa: BLE001 - report every failing notebook, then fail
+            failures.append(nb.name)
+            print(f"    FAILED: {type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}")
+            print(f"    executed copy with the traceback: {out_dir / nb.name}")
+            continue
+        timings[nb.name] = time.perf_counter() - start
+        results = read_results(nb.stem)
+        print(f"    {timings[nb.name]:.0f} s; " + (summarize(results) if results
+                                                  else "wrote no results JSON"), flush=True)
+    print(f"\nresults JSON in {results_dir()}; executed notebooks in {out_dir}")
+    print_course_table(read_results("05_evaluation"))
+    if failures:
+        print(f"\n{len(failures)} notebook(s) failed: {', '.join(failures)}")
+        return 1
+    print(f"\nall {len(timings)} notebooks ran in {sum(timings.values()):.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    subprocess.run(["pkill", "-f", "tensorflow_federated/.*worker_binary"], check=False)
+    sys.exit(code)
