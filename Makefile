@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 # TensorFlow's C++ start-up chatter (CUDA/TensorRT lookups on a CPU machine) hides real output.
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: setup course test unit notebooks nbval bench bench-smoke clean headers
 
@@ -17,6 +17,8 @@ course: setup
 ## Unit tests, then every notebook in smoke mode (papermill with parameters, then nbval).
 test: setup
 	@$(PY) -m pytest -q tests
+	@echo "== nbval (lax) on every notebook, smoke mode =="
+	@COURSE_SMOKE=1 $(PY) -m pytest -q --nbval-lax -p no:randomly notebooks
 	@bash scripts/check_no_worker_binary.sh
 
 unit: setup

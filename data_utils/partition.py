@@ -13,6 +13,7 @@ split and records the parameters, so a saved partition can be checked before it 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -217,8 +218,11 @@ def partition_params(labels, scheme: str = "iid", num_clients: int = 10, seed: i
     if (isinstance(local_test_fraction, bool) or not isinstance(local_test_fraction, (int, float))
             or not 0 <= local_test_fraction < 1):
         raise ValueError(f"local_test_fraction must be in [0, 1), got {local_test_fraction!r}")
+    labels = _check_labels(labels)
     params = {"scheme": scheme, "num_clients": num_clients, "seed": seed,
-              "num_examples": int(len(_check_labels(labels))),
+              "num_examples": int(len(labels)),
+              # a fingerprint of the labels: a partition of another dataset (or subset) never matches
+              "labels_sha1": hashlib.sha1(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()[:16],
               "local_test_fraction": float(local_test_fraction)}
     if scheme == "dirichlet":
         params.update(alpha=alpha, min_size=min_size)

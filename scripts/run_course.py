@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         params["SMOKE"] = True
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     failures, timings = [], {}
     for nb in notebooks(args.select):
         print(f"==> {nb.name}" + (f"  {params}" if params else ""), flush=True)
