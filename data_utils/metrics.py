@@ -1,7 +1,10 @@
 """Classification metrics: accuracy, macro precision/recall/F1, confusion matrix, per-class accuracy.
 
 Thin wrappers around scikit-learn's metrics (tested, well known), with the course's conventions:
-every class in ``range(num_classes)`` counts, and a class never predicted has precision 0.
+the confusion matrix has a row and a column for every class in ``range(num_classes)``; macro
+averages are over the classes that occur in ``y_true`` or ``y_pred`` (a class absent from both has
+nothing to score, e.g. on a client's local test set that lacks it), and a class that occurs but is
+never predicted (or predicted but never occurs) scores 0.
 """
 from __future__ import annotations
 
@@ -32,12 +35,14 @@ def confusion(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
 
 
 def classification_metrics(y_true, y_pred, num_classes: int | None = None) -> dict:
-    """Accuracy and macro-averaged precision, recall and F1 (each class weighs the same)."""
+    """Accuracy and macro-averaged precision, recall and F1 (each class that occurs in
+    ``y_true`` or ``y_pred`` weighs the same)."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
     y_true, y_pred, k = _check(y_true, y_pred, num_classes)
+    present = np.union1d(y_true, y_pred)
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=np.arange(k), average="macro", zero_division=0)
+        y_true, y_pred, labels=present, average="macro", zero_division=0)
     return {"accuracy": float(accuracy_score(y_true, y_pred)), "precision": float(precision),
             "recall": float(recall), "f1": float(f1)}
 

@@ -285,3 +285,29 @@ def load_or_make_partition(path: str | os.PathLike, labels, **kwargs) -> tuple[P
     partition = make_partition(labels, **kwargs)
     partition.save(path)
     return partition, status
+
+
+def label_entropy(counts) -> np.ndarray:
+    """Shannon entropy (bits) of each row of a (clients x classes) count matrix: 0 for a client
+    holding one class, log2(number of classes) for a perfectly balanced one; 0 for an empty row."""
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    if np.any(counts < 0):
+        raise ValueError("label counts must be non-negative")
+    totals = counts.sum(axis=1, keepdims=True)
+    p = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+    return terms.sum(axis=1)
+
+
+def client_statistics(partition: Partition, labels, num_classes: int | None = None) -> list[dict]:
+    """One row per client: local-train and local-test sizes, the number of classes present in its
+    local-train data, the label entropy (bits) and the share of its largest class."""
+    counts = partition.label_counts(labels, num_classes)
+    entropy = label_entropy(counts)
+    totals = counts.sum(axis=1)
+    test_sizes = [len(t) for t in partition.test] if partition.test else [0] * partition.num_clients
+    return [{"client": c, "train_examples": int(totals[c]), "test_examples": int(test_sizes[c]),
+             "classes_present": int(np.count_nonzero(counts[c])), "label_entropy_bits": float(entropy[c]),
+             "largest_class_share": float(counts[c].max() / totals[c]) if totals[c] else 0.0}
+            for c in range(partition.num_clients)]

@@ -33,3 +33,153 @@ def image_grid(images, labels, class_names, rows: int = 3, cols: int = 8, title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _axes(ax, figsize):
+    plt = _plt()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def class_balance(counts, class_names, labels=("train",), title: str | None = None, ax=None):
+    """Grouped bars of examples per class: ``counts`` is one row of per-class counts per split
+    (e.g. train and test), named by ``labels``."""
+    counts = np.atleast_2d(np.asarray(counts))
+    if counts.shape[1] != len(class_names) or counts.shape[0] != len(labels):
+        raise ValueError(f"counts must have shape ({len(labels)}, {len(class_names)}), got {counts.shape}")
+    fig, ax = _axes(ax, (9, 3.2))
+    width = 0.8 / len(counts)
+    x = np.arange(len(class_names))
+    for i, (row, name) in enumerate(zip(counts, labels)):
+        ax.bar(x + (i - (len(counts) - 1) / 2) * width, row, width, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(class_names, rotation=30, ha="right")
+    ax.set_ylabel("examples")
+    ax.legend()
+    ax.set_title(title or "examples per class")
+    fig.tight_layout()
+    return fig
+
+
+def label_heatmap(counts, class_names=None, title: str | None = None, ax=None, annotate: bool | None = None):
+    """A client x class heatmap of label counts (rows: clients, columns: classes)."""
+    counts = np.asarray(counts)
+    if counts.ndim != 2:
+        raise ValueError(f"counts must be a (clients x classes) matrix, got shape {counts.shape}")
+    fig, ax = _axes(ax, (0.7 * counts.shape[1] + 2.5, 0.35 * counts.shape[0] + 1.8))
+    image = ax.imshow(counts, aspect="auto", cmap="viridis")
+    ax.set_xlabel("class")
+    ax.set_ylabel("client")
+    ax.set_xticks(np.arange(counts.shape[1]))
+    ax.set_xticklabels(class_names if class_names is not None else range(counts.shape[1]),
+                       rotation=45 if class_names is not None else 0, ha="right" if class_names is not None else "center",
+                       fontsize=8)
+    step = max(1, counts.shape[0] // 20)
+    ax.set_yticks(np.arange(0, counts.shape[0], step))
+    if annotate is None:
+        annotate = counts.size <= 200
+    if annotate:
+        high = counts.max() if counts.size else 0
+        for (r, c), v in np.ndenumerate(counts):
+            ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=6,
+                    color="black" if v > 0.6 * high else "white")
+    fig.colorbar(image, ax=ax, label="examples")
+    ax.set_title(title or "label counts per client")
+    fig.tight_layout()
+    return fig
+
+
+def client_size_histogram(sizes, bins: int | None = None, title: str | None = None, ax=None):
+    """Histogram of client sizes (examples per client)."""
+    sizes = np.asarray(sizes)
+    fig, ax = _axes(ax, (5, 3))
+    bins = bins or min(20, max(5, len(sizes)))
+    ax.hist(sizes, bins=bins, color="tab:blue", edgecolor="white")
+    ax.axvline(sizes.mean(), color="tab:red", linestyle="--", label=f"mean {sizes.mean():.0f}")
+    ax.set_xlabel("examples per client")
+    ax.set_ylabel("clients")
+    ax.legend()
+    ax.set_title(title or f"client sizes ({len(sizes)} clients)")
+    fig.tight_layout()
+    return fig
+
+
+def clients_side_by_side(images_a, labels_a, images_b, labels_b, class_names, names=("client A", "client B"),
+                         n: int = 8, cols: int = 4, title: str | None = None):
+    """The first ``n`` images of two clients, in two panels side by side, titled by class."""
+    plt = _plt()
+    rows = int(np.ceil(n / cols))
+    fig = plt.figure(figsize=(2 * 1.3 * cols + 0.6, 1.5 * rows + 0.7))
+    panels = fig.subfigures(1, 2, wspace=0.05)
+    for panel, images, labels, name in zip(panels, (images_a, images_b), (labels_a, labels_b), names):
+        axes = panel.subplots(rows, cols, squeeze=False)
+        for i, ax in enumerate(axes.ravel()):
+            ax.axis("off")
+            if i >= min(n, len(images)):
+                continue
+            img = np.asarray(images[i])
+            ax.imshow(img.squeeze(), cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+            ax.set_title(class_names[int(labels[i])], fontsize=8)
+        panel.suptitle(name, fontsize=10)
+    if title:
+        fig.suptitle(title, y=1.02)
+    return fig
+
+
+def metric_bars(names, rows, metrics=("accuracy", "precision", "recall", "f1"), baseline=None,
+                title: str | None = None, ax=None):
+    """Grouped bars of ``metrics`` per model (``rows``: one dict of metrics per name), with the
+    baseline's values (a dict) as dashed lines."""
+    if len(names) != len(rows):
+        raise ValueError(f"need one metrics dict per name, got {len(names)} names and {len(rows)} rows")
+    fig, ax = _axes(ax, (max(6, 0.7 * len(names) + 3), 3.4))
+    width = 0.8 / len(metrics)
+    x = np.arange(len(names))
+    colors = _plt().rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, m in enumerate(metrics):
+        ax.bar(x + (i - (len(metrics) - 1) / 2) * width, [r[m] for r in rows], width, label=m,
+               color=colors[i % len(colors)])
+        if baseline is not None:
+            ax.axhline(baseline[m], color=colors[i % len(colors)], linestyle="--", linewidth=1)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=0 if len(names) <= 12 else 90)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score on the shared test set")
+    ax.legend(ncol=len(metrics), fontsize=8, loc="lower right")
+    ax.set_title(title or ("per-model metrics" + (" (dashed: baseline)" if baseline is not None else "")))
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(matrices, titles, class_names=None, normalize: bool = False, title: str | None = None):
+    """Confusion matrices side by side (rows: true class, columns: predicted class), counts
+    written in the cells; ``normalize`` shows each row as fractions instead."""
+    plt = _plt()
+    matrices = [np.asarray(m) for m in matrices]
+    if len(matrices) != len(titles):
+        raise ValueError(f"need one title per matrix, got {len(matrices)} matrices and {len(titles)} titles")
+    k = matrices[0].shape[0]
+    fig, axes = plt.subplots(1, len(matrices), figsize=(0.55 * k * len(matrices) + 1.5, 0.55 * k + 1.6),
+                             squeeze=False)
+    labels = class_names if class_names is not None else [str(i) for i in range(k)]
+    for ax, cm, name in zip(axes.ravel(), matrices, titles):
+        shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+        ax.imshow(shown, cmap="Blues")
+        high = shown.max() if shown.size else 0
+        for (r, c), v in np.ndenumerate(shown):
+            if cm[r, c]:
+                ax.text(c, r, f"{v:.2f}" if normalize else str(int(v)), ha="center", va="center",
+                        fontsize=6, color="white" if v > 0.6 * high else "black")
+        ax.set_xticks(np.arange(k))
+        ax.set_yticks(np.arange(k))
+        ax.set_xticklabels(labels, rotation=90, fontsize=7)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(name, fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
