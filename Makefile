@@ -27,6 +27,10 @@ unit: setup
 bench: setup
 	@$(PY) -m benchmarks
 
+## The benchmarks' tiny smoke variant (what tests/test_bench.py runs); numbers mean nothing.
+bench-smoke: setup
+	@$(PY) -m benchmarks --smoke
+
 headers:
 	@$(PY) scripts/notebook_header.py
 

@@ -1,0 +1,405 @@
+"""The four measurements. Each function runs inside its own worker process (see
+:mod:`benchmarks.worker`) and returns a plain dict for the report. They use the course's own code:
+``data_utils.fedavg.run_fedavg`` (the manual loop), ``data_utils.tff_fedavg.build_fedavg`` /
+``run_tff_fedavg`` (TFF), ``data_utils.partition``, ``data_utils.models`` and the course's dataset
+loader; nothing here re-implements FedAvg."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from . import common
+from .settings import Algorithm, Settings
+
+
+# What a profile breaks a round into: label -> substring of "file:line(function)".
+WATCH = {
+    "tff": {"whole round": "(run_tff_fedavg)", "building client datasets": "(federated_data)",
+            "process.next (worker_binary)": "computation_impl.py:143(__call__)",
+            "reading weights back": "(state_weights)"},
+    "manual": {"whole round": "(run_fedavg)", "building client datasets": "(client_dataset)",
+               "of which model.fit": "training.py:1431(fit)",
+               "local_train (set weights, fit, get weights)": "(local_train)",
+               "averaging": "(weighted_average)"},
+    "keras_epoch": {"model.fit": "training.py:1431(fit)",
+                    "Keras data adapter": "(get_data_handler)"},
+}
+
+
+# ---- shared set-up -------------------------------------------------------------------------------
+def _data(s: Settings):
+    from data_utils.env import set_seed
+    from data_utils.experiment import Experiment, load_data
+
+    set_seed(s.data.seed)
+    exp = Experiment(seed=s.data.seed, model=s.data.model, train_limit=s.data.train_limit,
+                     test_limit=s.data.test_limit)
+    return load_data(exp)
+
+
+def _initial_weights(s: Settings, data) -> list:
+    """The course's common starting point: the model's initial weights for the seed (not saved to
+    build/artifacts, so a benchmark never changes what the notebooks reuse)."""
+    from data_utils.models import build_model
+
+    return build_model(s.data.model, data.input_shape, data.num_classes, seed=s.data.seed).get_weights()
+
+
+def _trainer(s: Settings, data, lr: float):
+    from data_utils.models import build_model, compile_model
+
+    return compile_model(build_model(s.data.model, data.input_shape, data.num_classes), lr)
+
+
+def _build_tff(s: Settings, data, lr: float, weights) -> tuple:
+    """Build TFF's FedAvg process, initialize it, load ``weights``; with the seconds each took."""
+    from data_utils.tff_fedavg import build_fedavg, set_state_weights
+
+    clock = common.Clock()
+    process = build_fedavg(s.data.model, data.input_shape, data.num_classes, client_lr=lr)
+    build = clock.lap()
+    state = process.initialize()
+    init = clock.lap()
+    state = set_state_weights(process, state, weights)
+    return process, state, {"build_seconds": build[0], "build_cpu_seconds": build[1],
+                            "initialize_seconds": init[0], "initialize_cpu_seconds": init[1]}
+
+
+class _Stop(Exception):
+    """Raised from the evaluation callback to end ``run_fedavg`` early (target or budget)."""
+
+
+# ---- 1. orchestration overhead --------------------------------------------------------------------
+def overhead(s: Settings) -> dict:
+    """TFF round vs manual round vs one plain Keras epoch over the same examples, interleaved
+    round by round (so a busy machine slows all three alike), medians after a warm-up."""
+    from data_utils.fedavg import ClientArrays, FedAvgConfig, epoch_orders, run_fedavg
+    from data_utils.tff_fedavg import run_tff_fedavg
+
+    o = s.overhead
+    data = _data(s)
+    clients = ClientArrays(data.x_train, data.y_train, common.fixed_size_clients(
+        len(data.x_train), o.num_clients, o.per_client, s.data.seed))
+    w0 = _initial_weights(s, data)
+    # Keras 2: building a TFF computation invalidates Keras models made before it, so TFF first.
+    process, state, tff_setup = _build_tff(s, data, o.client_lr, w0)
+    manual_model = _trainer(s, data, o.client_lr)
+    plain_model = _trainer(s, data, o.client_lr)
+    plain_model.set_weights(w0)
+    manual_weights = [np.array(w) for w in w0]
+    cfg = FedAvgConfig(rounds=1, client_fraction=1.0, local_epochs=o.local_epochs,
+                       batch_size=o.batch_size, client_lr=o.client_lr, seed=s.data.seed)
+
+    def tff_round(c):
+        """Seconds as ``run_tff_fedavg`` records them (datasets + ``process.next``)."""
+        nonlocal state
+        state, hist = run_tff_fedavg(process, state, clients, c, progress=False)
+        return hist[0].seconds
+
+    def manual_round(c):
+        """Seconds as ``run_fedavg`` records them (datasets, local training, averaging)."""
+        nonlocal manual_weights
+        manual_weights, hist = run_fedavg(manual_model, manual_weights, clients, c, progress=False)
+        return hist[0].seconds
+
+    def plain_epoch(c):
+        """The floor: one ``model.fit`` epoch over the round's examples, in the round's order."""
+        start = time.perf_counter()
+        idx = np.concatenate([clients.indices[k][np.concatenate(
+            epoch_orders(len(clients.indices[k]), c.local_epochs, c.seed, 1, k))]
+            for k in range(len(clients))])
+        plain_model.fit(data.x_train[idx], data.y_train[idx], batch_size=c.batch_size, epochs=1,
+                        shuffle=False, verbose=0)
+        return time.perf_counter() - start
+
+    engines = {"tff": tff_round, "manual": manual_round, "keras_epoch": plain_epoch}
+    names = list(engines)
+    wall = {n: [] for n in names}
+    cpu = {n: [] for n in names}
+    for i in range(o.warmup + o.repeats):
+        c = replace(cfg, seed=s.data.seed + i)  # new batches each repeat, same amount of work
+        for n in names[i % 3:] + names[:i % 3]:  # rotate who goes first
+            clock = common.Clock()
+            wall[n].append(engines[n](c))
+            cpu[n].append(clock.lap()[1])
+    kept = slice(o.warmup, None)
+    out = {"setup": {"num_clients": o.num_clients, "per_client": o.per_client,
+                     "examples_per_round": o.num_clients * o.per_client,
+                     "batch_size": o.batch_size, "local_epochs": o.local_epochs,
+                     "warmup": o.warmup, "repeats": o.repeats},
+           "tff_setup": tff_setup, "engines": {}}
+    for n in names:
+        out["engines"][n] = {"seconds": wall[n][kept], "cpu_seconds": cpu[n][kept],
+                             "warmup_seconds": wall[n][:o.warmup],
+                             "median_seconds": common.median(wall[n][kept]),
+                             "median_cpu_seconds": common.median(cpu[n][kept])}
+    floor = out["engines"]["keras_epoch"]
+    for n, goal in (("tff", o.goal_tff), ("manual", o.goal_manual)):
+        e = out["engines"][n]
+        e["ratio_to_keras"] = e["median_seconds"] / floor["median_seconds"]
+        e["cpu_ratio_to_keras"] = (e["median_cpu_seconds"] / floor["median_cpu_seconds"]
+                                   if floor["median_cpu_seconds"] else None)
+        # the ratio of medians, and the median of the per-repeat ratios (robust to a slow repeat)
+        e["median_paired_ratio"] = common.median(
+            [a / b for a, b in zip(e["seconds"], floor["seconds"])])
+        e["goal_ratio"] = goal
+        e["goal_met"] = bool(e["ratio_to_keras"] <= goal)
+    # Where the time goes: one more round of each, under cProfile.
+    c = replace(cfg, seed=s.data.seed + o.warmup + o.repeats)
+    profiles: dict = {}
+    for n in names:
+        with common.profiled(profiles, n, watch=WATCH[n]):
+            engines[n](c)
+    out["profiles"] = profiles
+    out["memory"] = common.memory_mb()
+    return out
+
+
+# ---- 2. rounds to a target accuracy ---------------------------------------------------------------
+PAPER_TABLE2 = {
+    # McMahan et al. 2017, Table 2 (MNIST CNN, rounds to 99% test accuracy, C=0.1, 100 clients)
+    "target": 0.99, "dataset": "MNIST", "model": "CNN (McMahan et al.)",
+    "rounds": {"FedSGD": {"iid": 626, "pathological": 483},
+               "FedAvg E=1 B=10": {"iid": 34, "pathological": 350},
+               "FedAvg E=5 B=10": {"iid": 20, "pathological": 229}},
+}
+
+
+def _run_to_target(s: Settings, data, clients, w0, alg: Algorithm, target: float,
+                   cpu_cap: float, evaluator) -> dict:
+    from data_utils.fedavg import FedAvgConfig, run_fedavg
+
+    r = s.rounds
+    cfg = FedAvgConfig(rounds=alg.max_rounds, client_fraction=r.client_fraction,
+                       local_epochs=alg.local_epochs, batch_size=alg.batch_size,
+                       client_lr=alg.client_lr, seed=s.data.seed)
+    model = _trainer(s, data, alg.client_lr)
+    curve, state = [], {"round": 0, "reached": None, "stop": f"round cap ({alg.max_rounds})"}
+    clock = common.Clock()
+    used = {"wall": 0.0, "cpu": 0.0}
+
+    def evaluate(weights):
+        state["round"] += 1
+        rnd = state["round"]
+        if rnd % alg.eval_every and rnd != alg.max_rounds:
+            wall, cpu = clock.lap()
+            used["wall"] += wall
+            used["cpu"] += cpu
+            if used["cpu"] >= cpu_cap:
+                state["stop"] = f"CPU cap ({cpu_cap:.0f} s)"
+                raise _Stop
+            return {}
+        acc = evaluator(weights)["test_accuracy"]
+        wall, cpu = clock.lap()
+        used["wall"] += wall
+        used["cpu"] += cpu
+        curve.append({"round": rnd, "test_accuracy": acc, "seconds": used["wall"],
+                      "cpu_seconds": used["cpu"]})
+        if acc >= target:
+            state["reached"] = rnd
+            state["stop"] = "target reached"
+            raise _Stop
+        if used["cpu"] >= cpu_cap:
+            state["stop"] = f"CPU cap ({cpu_cap:.0f} s)"
+            raise _Stop
+        return {"test_accuracy": acc}
+
+    try:
+        run_fedavg(model, w0, clients, cfg, evaluate=evaluate, progress=False)
+    except _Stop:
+        pass
+    accs = [p["test_accuracy"] for p in curve]
+    return {"algorithm": alg.name, "local_epochs": alg.local_epochs,
+            "batch_size": alg.batch_size, "client_lr": alg.client_lr,
+            "eval_every": alg.eval_every, "max_rounds": alg.max_rounds,
+            "reached": state["reached"] is not None, "rounds_to_target": state["reached"],
+            "rounds_run": state["round"], "stop_reason": state["stop"],
+            "best_accuracy": max(accs) if accs else None,
+            "final_accuracy": accs[-1] if accs else None,
+            "seconds": used["wall"], "cpu_seconds": used["cpu"],
+            "seconds_per_round": used["wall"] / max(state["round"], 1), "curve": curve}
+
+
+def rounds(s: Settings) -> dict:
+    """Rounds to ``target`` test accuracy for FedSGD and FedAvg (E=1, E=5; B=10), IID and
+    pathological non-IID, 100 clients, C=0.1; stop at the target, the round cap or the CPU cap."""
+    from data_utils.fedavg import ClientArrays
+    from data_utils.models import WeightsEvaluator
+    from data_utils.partition import make_partition
+
+    r = s.rounds
+    data = _data(s)
+    w0 = _initial_weights(s, data)
+    evaluator = WeightsEvaluator(s.data.model, data.input_shape, data.num_classes,
+                                 data.x_test, data.y_test)
+    runs = []
+    for scheme in r.partitions:
+        part = make_partition(data.y_train, scheme, r.num_clients, s.data.seed,
+                              classes_per_client=r.classes_per_client, local_test_fraction=0.0)
+        clients = ClientArrays(data.x_train, data.y_train, part.train)
+        for alg in r.algorithms:
+            res = _run_to_target(s, data, clients, w0, alg, r.target, r.cpu_cap_seconds, evaluator)
+            res["partition"] = scheme
+            runs.append(res)
+            print(f"[rounds] {scheme:12s} {alg.name:16s} reached={res['reached']} "
+                  f"rounds={res['rounds_run']} best={res['best_accuracy']} "
+                  f"({res['seconds']:.0f} s)", flush=True)
+    speedups = {}
+    for scheme in r.partitions:
+        by = {x["algorithm"]: x for x in runs if x["partition"] == scheme}
+        sgd = by.get("FedSGD")
+        for name, x in by.items():
+            if name == "FedSGD" or not sgd or not x["reached"]:
+                continue
+            if sgd["reached"]:
+                speedups[f"{scheme}/{name}"] = {"value": sgd["rounds_to_target"] / x["rounds_to_target"],
+                                                "kind": "exact"}
+            else:  # FedSGD needs more than the rounds it ran: a lower bound
+                speedups[f"{scheme}/{name}"] = {"value": sgd["rounds_run"] / x["rounds_to_target"],
+                                                "kind": "at least"}
+    return {"setup": {"num_clients": r.num_clients, "client_fraction": r.client_fraction,
+                      "target": r.target, "classes_per_client": r.classes_per_client,
+                      "cpu_cap_seconds": r.cpu_cap_seconds, "model": s.data.model,
+                      "train_examples": len(data.x_train), "test_examples": len(data.x_test)},
+            "runs": runs, "speedups": speedups, "paper": PAPER_TABLE2,
+            "memory": common.memory_mb()}
+
+
+# ---- 3. scale ---------------------------------------------------------------------------------------
+def scale(s: Settings, engine: str, client_counts) -> dict:
+    """Seconds per round with ``clients_per_round`` clients of ``per_client`` examples, for each
+    number of clients in ``client_counts``, and this process's peak memory after each. The full
+    benchmark gives each configuration its own process (one count per call), so each peak is its
+    own; TFF's process is built once per call (it does not depend on the number of clients)."""
+    from data_utils.fedavg import ClientArrays, FedAvgConfig, run_fedavg
+
+    if engine not in ("tff", "manual"):
+        raise ValueError(f"engine must be 'tff' or 'manual', got {engine!r}")
+    c = s.scale
+    data = _data(s)
+    mem_data = common.memory_mb()
+    w0 = _initial_weights(s, data)
+    setup: dict = {}
+    if engine == "tff":
+        from data_utils.tff_fedavg import run_tff_fedavg, set_state_weights
+
+        process, state0, setup = _build_tff(s, data, c.client_lr, w0)
+    else:
+        model = _trainer(s, data, c.client_lr)
+    configs = []
+    for num_clients in client_counts:
+        clock = common.Clock()
+        clients = ClientArrays(data.x_train, data.y_train, common.fixed_size_clients(
+            len(data.x_train), int(num_clients), c.per_client, s.data.seed))
+        partition_seconds = clock.lap()[0]
+        cfg = FedAvgConfig(rounds=c.warmup + c.repeats, client_fraction=None,
+                           clients_per_round=c.clients_per_round, local_epochs=c.local_epochs,
+                           batch_size=c.batch_size, client_lr=c.client_lr, seed=s.data.seed)
+        profile: dict = {}
+        if engine == "tff":
+            state = set_state_weights(process, state0, w0)
+            clock.lap()
+            state, hist = run_tff_fedavg(process, state, clients, cfg, progress=False)
+            rounds_wall, rounds_cpu = clock.lap()
+            with common.profiled(profile, watch=WATCH["tff"]):
+                run_tff_fedavg(process, state, clients, replace(cfg, rounds=1), progress=False)
+        else:
+            clock.lap()
+            weights, hist = run_fedavg(model, w0, clients, cfg, progress=False)
+            rounds_wall, rounds_cpu = clock.lap()
+            with common.profiled(profile, watch=WATCH["manual"]):
+                run_fedavg(model, weights, clients, replace(cfg, rounds=1), progress=False)
+        secs = [h.seconds for h in hist[c.warmup:]]
+        configs.append({
+            "engine": engine, "num_clients": int(num_clients), "ok": True,
+            "isolated": len(client_counts) == 1,
+            "clients_per_round": c.clients_per_round, "per_client": c.per_client,
+            "examples_per_round": int(np.mean([h.num_examples for h in hist])),
+            "seconds": secs, "warmup_seconds": [h.seconds for h in hist[:c.warmup]],
+            "median_seconds": common.median(secs),
+            "cpu_seconds_per_round": rounds_cpu / len(hist),
+            "wall_seconds_per_round_incl_bookkeeping": rounds_wall / len(hist),
+            "client_index_mb": sum(i.nbytes for i in clients.indices) / 2**20,
+            "eager_copy_mb": int(num_clients) * c.per_client * data.x_train[0].nbytes / 2**20,
+            "partition_seconds": partition_seconds, "tff_setup": setup,
+            "memory_after_data": mem_data, "memory": common.memory_mb(),
+            "profile": profile["profile"]})
+        print(f"[scale] {engine} {num_clients} clients: {configs[-1]['median_seconds']:.3f} s/round, "
+              f"peak {configs[-1]['memory']['peak_total_mb']:.0f} MB", flush=True)
+    return {"configs": configs, "train_examples": len(data.x_train)}
+
+
+# ---- 4. best accuracy in a CPU budget -----------------------------------------------------------------
+def budget(s: Settings) -> dict:
+    """FedAvg with 10 clients (all every round), IID and Dirichlet(alpha): test accuracy after every
+    round until the training CPU time reaches the budget. Evaluation CPU is measured apart and not
+    charged to the budget."""
+    from data_utils.fedavg import ClientArrays, FedAvgConfig, run_fedavg
+    from data_utils.models import WeightsEvaluator
+    from data_utils.partition import make_partition
+
+    b = s.budget
+    data = _data(s)
+    w0 = _initial_weights(s, data)
+    evaluator = WeightsEvaluator(s.data.model, data.input_shape, data.num_classes,
+                                 data.x_test, data.y_test)
+    runs = []
+    for scheme in b.partitions:
+        part = make_partition(data.y_train, scheme, b.num_clients, s.data.seed, alpha=b.alpha,
+                              local_test_fraction=0.0)
+        clients = ClientArrays(data.x_train, data.y_train, part.train)
+        cfg = FedAvgConfig(rounds=b.max_rounds, client_fraction=b.client_fraction,
+                           local_epochs=b.local_epochs, batch_size=b.batch_size,
+                           client_lr=b.client_lr, seed=s.data.seed)
+        model = _trainer(s, data, b.client_lr)
+        curve = []
+        used = {"train_cpu": 0.0, "eval_cpu": 0.0, "wall": 0.0, "stop": f"round cap ({b.max_rounds})"}
+        clock = common.Clock()
+
+        def evaluate(weights):
+            wall, cpu = clock.lap()
+            used["train_cpu"] += cpu
+            used["wall"] += wall
+            acc = evaluator(weights)["test_accuracy"]
+            wall, cpu = clock.lap()
+            used["eval_cpu"] += cpu
+            used["wall"] += wall
+            curve.append({"round": len(curve) + 1, "test_accuracy": acc,
+                          "train_cpu_seconds": used["train_cpu"], "seconds": used["wall"]})
+            if used["train_cpu"] >= b.cpu_budget_seconds:
+                used["stop"] = f"CPU budget ({b.cpu_budget_seconds:.0f} s)"
+                raise _Stop
+            return {"test_accuracy": acc}
+
+        try:
+            run_fedavg(model, w0, clients, cfg, evaluate=evaluate, progress=False)
+        except _Stop:
+            pass
+        within = [p for p in curve if p["train_cpu_seconds"] <= b.cpu_budget_seconds] or curve[:1]
+        best = max(within, key=lambda p: p["test_accuracy"])
+        ref = b.references.get(scheme)
+        beat = next((p for p in curve if ref is not None and p["test_accuracy"] > ref), None)
+        runs.append({"partition": scheme, "alpha": b.alpha if scheme == "dirichlet" else None,
+                     "reference": ref, "best_accuracy": best["test_accuracy"],
+                     "best_round": best["round"], "final_accuracy": curve[-1]["test_accuracy"],
+                     "rounds_run": len(curve), "rounds_within_budget": len(within),
+                     "train_cpu_seconds": used["train_cpu"], "eval_cpu_seconds": used["eval_cpu"],
+                     "seconds": used["wall"], "stop_reason": used["stop"],
+                     "beat_reference": bool(ref is not None and best["test_accuracy"] > ref),
+                     "first_beat": beat, "client_sizes": [len(i) for i in part.train],
+                     "curve": curve})
+        print(f"[budget] {scheme}: best {best['test_accuracy']:.4f} (ref {ref}) in "
+              f"{len(curve)} rounds, {used['train_cpu']:.0f} CPU s", flush=True)
+        # a short profile of one more round: where a round's time goes
+        prof: dict = {}
+        with common.profiled(prof, watch=WATCH["manual"]):
+            run_fedavg(model, w0, clients, replace(cfg, rounds=1), progress=False)
+        runs[-1]["profile"] = prof["profile"]
+    return {"setup": {"num_clients": b.num_clients, "client_fraction": b.client_fraction,
+                      "local_epochs": b.local_epochs, "batch_size": b.batch_size,
+                      "client_lr": b.client_lr, "cpu_budget_seconds": b.cpu_budget_seconds,
+                      "model": s.data.model, "train_examples": len(data.x_train),
+                      "test_examples": len(data.x_test)},
+            "runs": runs, "memory": common.memory_mb()}

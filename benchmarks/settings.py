@@ -1,0 +1,139 @@
+"""The benchmark's settings: FULL (``make bench``, about 45-55 minutes on the course's 2-core
+machine) and SMOKE (``make bench-smoke`` and the test, about a minute). The smoke settings exercise
+every code path on tiny data; their numbers mean nothing."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+SECTIONS = ("overhead", "rounds", "scale", "budget")
+SECTION_NUMBERS = {"1": "overhead", "2": "rounds", "3": "scale", "4": "budget"}
+
+
+@dataclass(frozen=True)
+class Data:
+    seed: int = 0
+    model: str = "cnn_small"
+    train_limit: int | None = None  # None: all 60,000 training images
+    test_limit: int | None = None   # None: all 10,000 test images
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """1. Seconds per round: TFF vs the manual loop vs one plain Keras epoch, same examples."""
+    num_clients: int = 10
+    per_client: int = 600
+    batch_size: int = 20
+    local_epochs: int = 1
+    client_lr: float = 0.05
+    warmup: int = 2
+    repeats: int = 7
+    goal_tff: float = 1.3
+    goal_manual: float = 1.2
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    local_epochs: int
+    batch_size: int | None  # None: full batch (FedSGD)
+    client_lr: float
+    max_rounds: int
+    eval_every: int = 1
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """2. Rounds to a target test accuracy (McMahan et al. 2017, Table 2)."""
+    num_clients: int = 100
+    client_fraction: float = 0.1
+    target: float = 0.85
+    partitions: tuple = ("iid", "pathological")
+    classes_per_client: int = 2
+    algorithms: tuple = (
+        Algorithm("FedSGD", 1, None, 0.3, max_rounds=600, eval_every=5),
+        Algorithm("FedAvg E=1 B=10", 1, 10, 0.05, max_rounds=200),
+        Algorithm("FedAvg E=5 B=10", 5, 10, 0.05, max_rounds=60),
+    )
+    # A run also stops when its process has used this much CPU (training + evaluation), so the
+    # section stays within its share of the benchmark's time on a slow or busy machine.
+    cpu_cap_seconds: float = 240.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    """3. Seconds per round and peak memory vs the number of simulated clients."""
+    client_counts: tuple = (100, 1000, 3000)
+    engines: tuple = ("tff", "manual")
+    clients_per_round: int = 10
+    per_client: int = 600
+    batch_size: int = 20
+    local_epochs: int = 1
+    client_lr: float = 0.05
+    warmup: int = 1
+    repeats: int = 5
+    goal_growth: float = 1.2
+    goal_memory_mb: float = 3 * 1024
+    # one process per (engine, number of clients), so each peak memory is that configuration's
+    isolate: bool = True
+
+
+@dataclass(frozen=True)
+class Budget:
+    """4. Best test accuracy within a CPU-time budget vs Flower's niid_bench (FedAvg)."""
+    num_clients: int = 10
+    client_fraction: float = 1.0
+    partitions: tuple = ("iid", "dirichlet")
+    alpha: float = 0.5
+    local_epochs: int = 1
+    batch_size: int = 32
+    client_lr: float = 0.1
+    max_rounds: int = 300
+    # Each partition gets half of the issue's 30 CPU-minutes, so both together stay within it.
+    cpu_budget_seconds: float = 900.0
+    references: dict = field(default_factory=lambda: {"iid": 0.890, "dirichlet": 0.884})
+
+
+@dataclass(frozen=True)
+class Settings:
+    smoke: bool = False
+    data: Data = Data()
+    overhead: Overhead = Overhead()
+    rounds: Rounds = Rounds()
+    scale: Scale = Scale()
+    budget: Budget = Budget()
+    # a section's process is ended after this many seconds (a hung TFF call must not hang make)
+    section_timeout_seconds: float = 1800.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+FULL = Settings()
+
+SMOKE = Settings(
+    smoke=True,
+    data=Data(train_limit=3000, test_limit=1000),
+    overhead=replace(Overhead(), num_clients=3, per_client=60, warmup=1, repeats=2),
+    rounds=replace(Rounds(), num_clients=20, algorithms=(
+        Algorithm("FedSGD", 1, None, 0.3, max_rounds=2, eval_every=1),
+        Algorithm("FedAvg E=1 B=10", 1, 10, 0.05, max_rounds=2),
+        Algorithm("FedAvg E=5 B=10", 5, 10, 0.05, max_rounds=1),
+    ), cpu_cap_seconds=30.0),
+    scale=replace(Scale(), client_counts=(10, 40), clients_per_round=2, per_client=30,
+                  repeats=2, isolate=False),
+    budget=replace(Budget(), cpu_budget_seconds=3.0, max_rounds=3),
+    section_timeout_seconds=300.0,
+)
+
+
+def settings_from_dict(d: dict) -> Settings:
+    """Rebuild :class:`Settings` from :meth:`Settings.as_dict` (the worker's input)."""
+    rounds = dict(d["rounds"])
+    rounds["algorithms"] = tuple(Algorithm(**a) for a in rounds["algorithms"])
+    rounds["partitions"] = tuple(rounds["partitions"])
+    scale = dict(d["scale"], client_counts=tuple(d["scale"]["client_counts"]),
+                 engines=tuple(d["scale"]["engines"]))
+    budget = dict(d["budget"], partitions=tuple(d["budget"]["partitions"]))
+    return Settings(smoke=d["smoke"], data=Data(**d["data"]), overhead=Overhead(**d["overhead"]),
+                    rounds=Rounds(**rounds), scale=Scale(**scale), budget=Budget(**budget),
+                    section_timeout_seconds=d["section_timeout_seconds"])
