@@ -1,16 +1,22 @@
 """(Re)write the first two cells of every notebook from one template: the title with its
-"Open in Colab" badge, and the setup cell. Also strips outputs and Colab metadata.
+"Open in Colab" badge and the runtime it needs, and the setup cell. Also strips outputs and
+Colab metadata, and rewrites the "Open in Colab" table in README.md / docs/colab.md (between
+the markers ``<!-- colab-table:start -->`` and ``<!-- colab-table:end -->``).
 
-    python scripts/notebook_header.py                      # use course.json
-    python scripts/notebook_header.py --repo you/your-fork --ref main   # and save them there
+    python scripts/notebook_header.py                       # use course.json
+    python scripts/notebook_header.py --repo you/your-fork  # point badges and clones at a fork
+    python scripts/notebook_header.py --repo you/fork --ref v1.0   # ... at a tag (saved too)
+    python scripts/notebook_header.py --check               # exit 1 if a notebook would change
+    python scripts/notebook_header.py --table               # print the Colab table
 
-The repository (GitHub owner/name) and the branch or tag the badges and the Colab clone use
-live in course.json: a fork sets its own there, once, and re-runs this script.
+The repository (GitHub owner/name) and the branch or tag that the badges and the Colab clone use
+live in course.json: a fork sets its own there, once (``--repo`` saves it), and re-runs this.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -20,48 +26,88 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "course.json"
 HEADER_TAG = "course-header"
 SETUP_TAG = "course-setup"
-# Notebooks whose main work needs TensorFlow Federated (Python 3.11 stack or the side env).
+TABLE_FILES = ("README.md", "docs/colab.md")
+TABLE_START, TABLE_END = "<!-- colab-table:start -->", "<!-- colab-table:end -->"
+# Notebooks whose main work needs TensorFlow Federated (the Python 3.11 stack). The others run on
+# any Python with TensorFlow 2.14+ (Keras 2 or 3), so also on Colab's default runtime.
 NEEDS_TFF = {"00_environment_check", "04_tff_fedavg", "06_privacy_and_secure_aggregation",
              "07_robustness"}
+# TFF notebooks that run their TFF work through data_utils.sidecar.run_job(mode="auto"): on
+# Colab's default runtime that work goes to the Python 3.11 side environment, so they run there.
+SIDECAR_READY = {"00_environment_check"}
 
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
          "(https://colab.research.google.com/github/{repo}/blob/{ref}/notebooks/{name})")
+PY311_CLICKS = "Runtime → Change runtime type → Runtime version 2025.07"
 
 SETUP_TEMPLATE = '''\
-# Setup (written by scripts/notebook_header.py; edit the template there, not here).
-# In Colab: clone the course at a pinned ref and install its stack; elsewhere: find the repo.
+# Setup (written by scripts/notebook_header.py from one template: edit it there, not here).
+# In Colab: clone the course at a pinned ref and run colab_setup.sh, which installs what this
+# notebook needs and asks for a restart only when it replaced a package already loaded.
+# Everywhere: put the course on sys.path and check the runtime, with a clear message.
 import os, subprocess, sys
 from pathlib import Path
 
-COURSE_REPO, COURSE_REF = "{repo}", "{ref}"
-if "google.colab" in sys.modules:
+COURSE_REPO, COURSE_REF = "{repo}", "{ref}"  # from course.json
+NEEDS_TFF = {needs_tff}
+SETUP_CODE = None
+if "google.colab" in sys.modules:  # Colab's own kernel only: never Jupyter, papermill or nbval
     COURSE_DIR = Path("/content") / COURSE_REPO.split("/")[-1]
-    if not (COURSE_DIR / "data_utils").is_dir():
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", COURSE_REF,
-                        f"https://github.com/{{COURSE_REPO}}.git", str(COURSE_DIR)], check=True)
-    # colab_setup.sh exits 0 when the runtime is ready, 3 when it replaced an already-imported
-    # package (TensorFlow) and the runtime must restart; it prints what it did either way.
-    setup = subprocess.run(["bash", str(COURSE_DIR / "colab_setup.sh")], check=False)
-    if setup.returncode == 3:
-        print("Restarting the runtime to load the new packages: run all cells again afterwards.")
-        os.kill(os.getpid(), 9)  # Colab only: this branch never runs under papermill or nbval
-    elif setup.returncode not in (0,):
-        print("colab_setup.sh failed (see its message above); the notebook continues with what works.")
+    if not (COURSE_DIR / "colab_setup.sh").is_file():
+        url = f"https://github.com/{{COURSE_REPO}}.git"
+        if subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", COURSE_REF,
+                           url, str(COURSE_DIR)]).returncode != 0:
+            raise RuntimeError(f"Could not clone {{url}} at {{COURSE_REF!r}}; check the repository "
+                               "in course.json (scripts/notebook_header.py --repo OWNER/NAME).")
+    setup = subprocess.Popen(
+        ["bash", str(COURSE_DIR / "colab_setup.sh")], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, COURSE_PYTHON=sys.executable, COURSE_NEEDS_TFF=str(int(NEEDS_TFF)),
+                 COURSE_LOADED_MODULES=",".join(sorted({{m.split(".")[0] for m in sys.modules}}))))
+    for line in setup.stdout:
+        print(line, end="")
+    SETUP_CODE = setup.wait()
+    if SETUP_CODE == 3:  # an install replaced a package this kernel has loaded
+        print("Restarting the runtime to load the new packages. Then: Runtime -> Run all.")
+        os.kill(os.getpid(), 9)  # Colab starts a fresh kernel; this cell then finds all in place
+    if SETUP_CODE == 1:
+        raise RuntimeError("This Colab runtime cannot run the course: follow the message above.")
+    os.chdir(COURSE_DIR / "notebooks")
 else:
     COURSE_DIR = next((p for p in (Path.cwd(), *Path.cwd().parents)
                        if (p / "data_utils" / "__init__.py").is_file()), Path.cwd())
 if str(COURSE_DIR) not in sys.path:
     sys.path.insert(0, str(COURSE_DIR))
+from data_utils.colab import check_runtime
+RUNTIME = check_runtime(needs_tff=NEEDS_TFF, setup_code=SETUP_CODE)
 '''
+
+
+def runtime_of(stem: str) -> str:
+    """Which Colab runtime a notebook needs, in words (header line and README table)."""
+    if stem not in NEEDS_TFF:
+        return "any Colab runtime (no TFF needed; the default runtime's TensorFlow is fine)"
+    if stem in SIDECAR_READY:
+        return ("any Colab runtime: Python 3.11 runs everything directly; on the default runtime "
+                "its TFF work runs in a Python 3.11 side environment the setup cell builds")
+    return f"Colab's Python 3.11 runtime for TFF ({PY311_CLICKS})"
+
+
+def runs_without_tff_here(stem: str) -> bool:
+    """True for notebooks that run on a Python/TensorFlow without TFF (Colab's default runtime,
+    .venv313): those that need no TFF, and the TFF notebooks that use the side environment."""
+    return stem not in NEEDS_TFF or stem in SIDECAR_READY
 
 
 def load_config(repo: str | None, ref: str | None) -> dict:
     config = json.loads(CONFIG.read_text()) if CONFIG.is_file() else {}
     if repo:
-        if repo.count("/") != 1 or not all(repo.split("/")):
+        if not re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+", repo):
             raise ValueError(f"--repo must be a GitHub owner/name such as 'me/fl-course', got {repo!r}")
         config["github_repo"] = repo
     if ref:
+        if not re.fullmatch(r"[A-Za-z0-9._/-]+", ref) or ref.startswith("-"):
+            raise ValueError(f"--ref must be a branch or tag name such as 'main' or 'v1.0', got {ref!r}")
         config["ref"] = ref
     config.setdefault("ref", "main")
     if "github_repo" not in config:
@@ -71,12 +117,13 @@ def load_config(repo: str | None, ref: str | None) -> dict:
 
 def clean(nb) -> None:
     """Strip outputs, execution counts and editor/Colab metadata from a notebook."""
-    for key in ("colab", "widgets", "accelerator", "gpuClass"):
+    for key in ("colab", "widgets", "accelerator", "gpuClass", "papermill", "execution"):
         nb.metadata.pop(key, None)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
     for cell in nb.cells:
-        for key in ("colab", "id", "outputId", "executionInfo", "collapsed", "scrolled"):
+        for key in ("colab", "id", "outputId", "executionInfo", "collapsed", "scrolled",
+                    "papermill", "execution"):
             cell.metadata.pop(key, None)
         cell.pop("id", None)
         if cell.cell_type == "code":
@@ -84,61 +131,114 @@ def clean(nb) -> None:
             cell.execution_count = None
 
 
-def apply_header(path: Path, config: dict) -> bool:
-    """Rewrite ``path``'s header cells; returns True if the file changed."""
-    before = path.read_text(encoding="utf-8")
-    nb = nbformat.reads(before, as_version=4)
+def title_of(nb, stem: str) -> str:
+    first = nb.cells[0] if nb.cells else None
+    if first is not None and first.cell_type == "markdown" and first.source.strip():
+        line = first.source.strip().splitlines()[0]
+        if line.startswith("#"):
+            return line.lstrip("# ").strip() or stem
+    return stem
+
+
+def render(path: Path, config: dict) -> str:
+    """The notebook at ``path`` with freshly written header and setup cells, as text."""
+    nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    title = title_of(nb, path.stem)
     tags = lambda c: c.metadata.get("tags", [])  # noqa: E731
-    title = path.stem
-    if nb.cells and HEADER_TAG in tags(nb.cells[0]):
-        first = nb.cells[0].source.splitlines()[0]
-        title = first.lstrip("# ").strip() or title
+    first = nb.cells[0] if nb.cells else None
+    if first is not None and HEADER_TAG not in tags(first) and title != path.stem:
+        # an untagged first cell that starts with the title: the title moves into the header
+        rest = first.source.strip().split("\n", 1)[1:] or [""]
+        first.source = rest[0].strip("\n")
+        if not first.source.strip():
+            nb.cells = nb.cells[1:]
     body = [c for c in nb.cells if HEADER_TAG not in tags(c) and SETUP_TAG not in tags(c)]
-    runtime = ("Python 3.11 runtime for TFF (or the default runtime with the side environment)"
-               if path.stem in NEEDS_TFF else "any Colab runtime (no TFF needed)")
     header = nbformat.v4.new_markdown_cell(
         f"# {title}\n\n" + BADGE.format(repo=config["github_repo"], ref=config["ref"], name=path.name)
-        + f"\n\n*Runs on: {runtime}.*", metadata={"tags": [HEADER_TAG]})
-    setup = nbformat.v4.new_code_cell(SETUP_TEMPLATE.format(**{"repo": config["github_repo"],
-                                                                 "ref": config["ref"]}),
-                                      metadata={"tags": [SETUP_TAG]})
+        + f"\n\n*Runs on: {runtime_of(path.stem)}.*", metadata={"tags": [HEADER_TAG]})
+    setup = nbformat.v4.new_code_cell(
+        SETUP_TEMPLATE.format(repo=config["github_repo"], ref=config["ref"],
+                              needs_tff=path.stem in NEEDS_TFF),
+        metadata={"tags": [SETUP_TAG]})
     nb.cells = [header, setup, *body]
     clean(nb)
     nb.nbformat, nb.nbformat_minor = 4, 4  # 4.4: no random cell ids, so re-runs give the same file
-    after = nbformat.writes(nb)
-    if not after.endswith("\n"):
-        after += "\n"
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def apply_header(path: Path, config: dict) -> bool:
+    """Rewrite ``path``'s header cells; returns True if the file changed."""
+    before = path.read_text(encoding="utf-8")
+    after = render(path, config)
     if after != before:
         path.write_text(after, encoding="utf-8")
         return True
     return False
 
 
+def colab_table(paths: list[Path], config: dict) -> str:
+    """The README's "Open in Colab" table: every notebook, its badge and the runtime it needs."""
+    rows = ["| notebook | open | runtime |", "|---|---|---|"]
+    for path in paths:
+        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+        badge = BADGE.format(repo=config["github_repo"], ref=config["ref"], name=path.name)
+        rows.append(f"| `{path.stem}`: {title_of(nb, path.stem)} | {badge} | {runtime_of(path.stem)} |")
+    return "\n".join(rows)
+
+
+def update_tables(table: str, check: bool = False) -> list[str]:
+    """Put ``table`` between the markers in each of :data:`TABLE_FILES` that has them."""
+    changed = []
+    for name in TABLE_FILES:
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        if TABLE_START not in text or TABLE_END not in text:
+            continue
+        head, rest = text.split(TABLE_START, 1)
+        _, tail = rest.split(TABLE_END, 1)
+        new = f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}"
+        if new != text:
+            changed.append(name)
+            if not check:
+                path.write_text(new, encoding="utf-8")
+    return changed
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", help="GitHub owner/name the badges and the Colab clone point at")
     parser.add_argument("--ref", help="branch or tag Colab clones (default: course.json's, else main)")
-    parser.add_argument("--check", action="store_true", help="only report notebooks that would change")
+    parser.add_argument("--check", action="store_true", help="only report what would change (exit 1 if any)")
+    parser.add_argument("--table", action="store_true", help="print the Colab table and exit")
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.repo, args.ref)
     except ValueError as err:
         parser.error(str(err))
+    all_notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.table:
+        print(colab_table(all_notebooks, config))
+        return 0
     if (args.repo or args.ref) and not args.check:
         CONFIG.write_text(json.dumps(config, indent=2) + "\n")
-    paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    paths = args.notebooks or all_notebooks
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
     changed = []
     for path in paths:
         if args.check:
-            original = path.read_text(encoding="utf-8")
-            if apply_header(path, config):
-                changed.append(path.name)
-                path.write_text(original, encoding="utf-8")
-        elif apply_header(path, config):
-            changed.append(path.name)
+            if render(Path(path), config) != Path(path).read_text(encoding="utf-8"):
+                changed.append(Path(path).name)
+        elif apply_header(Path(path), config):
+            changed.append(Path(path).name)
+    changed += update_tables(colab_table(all_notebooks, config), check=args.check)
     verb = "would change" if args.check else "rewrote"
-    print(f"{verb} {len(changed)} notebook(s)" + (": " + ", ".join(changed) if changed else ""))
+    print(f"{verb} {len(changed)} file(s)" + (": " + ", ".join(changed) if changed else ""))
     return 1 if args.check and changed else 0
 
 
