@@ -52,6 +52,35 @@ def weighted_average(weight_lists: Sequence[Sequence[np.ndarray]],
             for j in range(len(lists[0]))]
 
 
+def sequential_coefficients(n: int, k: float = 0.5) -> np.ndarray:
+    """The weight each of ``n`` models ends up with under :func:`sequential_average`.
+
+    Model 0 starts the running average, then ``w = k * w_i + (1 - k) * w`` for i = 1..n-1, so
+    model i > 0 gets ``k * (1 - k) ** (n - 1 - i)`` and model 0 gets ``(1 - k) ** (n - 1)``.
+    The coefficients sum to one; with k = 0.5 the last model gets 1/2 and the first two
+    1/2**(n-1) each: an exponential moving average, not a mean."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer (the number of models), got {n!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, float, np.floating)) or not 0 <= k <= 1:
+        raise ValueError(f"k must be a number in [0, 1], got {k!r}")
+    k = float(k)
+    coefficients = np.array([k * (1 - k) ** (n - 1 - i) for i in range(n)], dtype=np.float64)
+    coefficients[0] = (1 - k) ** (n - 1)
+    return coefficients
+
+
+def sequential_average(weight_lists: Sequence[Sequence[np.ndarray]], k: float = 0.5) -> Weights:
+    """Raj 2020's "Polyak" aggregation: start from model 0 and fold in each next model with
+    ``w = k * w_i + (1 - k) * w``, layer by layer. Equal to
+    ``weighted_average(weight_lists, sequential_coefficients(len(weight_lists), k))``."""
+    lists = check_weight_lists(weight_lists)
+    sequential_coefficients(len(lists), k)  # validates k
+    running = [w.astype(np.float64) for w in lists[0]]
+    for ws in lists[1:]:
+        running = [k * w.astype(np.float64) + (1 - k) * r for w, r in zip(ws, running)]
+    return [r.astype(w.dtype) for r, w in zip(running, lists[0])]
+
+
 # ---- which clients, which examples, in which order ----------------------------------------------
 def num_sampled(num_clients: int, client_fraction: float | None = None,
                 clients_per_round: int | None = None) -> int:
@@ -156,6 +185,33 @@ class RoundRecord:
     seconds: float
     metrics: dict = field(default_factory=dict)
 
+    def as_dict(self) -> dict:
+        """One flat, JSON-able row: round, clients, num_examples, seconds and the metrics."""
+        row = {"round": int(self.round), "clients": [int(c) for c in self.clients],
+               "num_examples": int(self.num_examples), "seconds": float(self.seconds)}
+        row.update({k: float(v) if isinstance(v, (float, np.floating)) else v
+                    for k, v in self.metrics.items()})
+        return row
+
+
+def curve_difference(history_a: Sequence, history_b: Sequence, key: str = "test_accuracy") -> np.ndarray:
+    """Per-round absolute difference of metric ``key`` between two runs of the same rounds
+    (``RoundRecord`` lists or their ``as_dict`` rows)."""
+    def values(history, name):
+        out = []
+        for r in history:
+            metrics = r.metrics if isinstance(r, RoundRecord) else r
+            if key not in metrics:
+                raise ValueError(f"metric {key!r} is missing from round {len(out) + 1} of {name}; "
+                                 f"it has {sorted(metrics)}")
+            out.append(float(metrics[key]))
+        return np.array(out)
+
+    a, b = values(history_a, "the first run"), values(history_b, "the second run")
+    if len(a) != len(b):
+        raise ValueError(f"the runs have different numbers of rounds ({len(a)} and {len(b)})")
+    return np.abs(a - b)
+
 
 def local_train(model, weights: Weights, dataset) -> Weights:
     """Client update: start from ``weights``, run SGD over ``dataset`` once (the dataset already
@@ -222,3 +278,48 @@ def run_fedavg(model, initial_weights: Weights, clients: ClientArrays, cfg: FedA
             rounds.set_postfix({k: round(v, 4) for k, v in metrics.items()
                                 if isinstance(v, float)})
     return weights, history
+
+
+# ---- saving a trained global model for later notebooks ------------------------------------------
+def _config_dict(cfg: FedAvgConfig) -> dict:
+    from dataclasses import asdict
+
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in asdict(cfg).items()}
+
+
+def save_fedavg_run(name: str, experiment: dict, cfg: FedAvgConfig, weights: Weights,
+                    history: Sequence, extra: dict | None = None):
+    """Save a FedAvg run's final global weights, its round history (``RoundRecord`` list or
+    rows) and its settings as the artifact ``name`` (e.g. ``"fedavg_tff"``), keyed by the
+    experiment's parameters (``Experiment.as_dict()``), for later notebooks."""
+    import json
+
+    from .artifacts import pack_weights, save_arrays
+
+    rows = [r.as_dict() if isinstance(r, RoundRecord) else dict(r) for r in history]
+    arrays = pack_weights([weights])
+    arrays["__history__"] = np.array(json.dumps(rows, default=float))
+    arrays["__config__"] = np.array(json.dumps(_config_dict(cfg)))
+    arrays["__extra__"] = np.array(json.dumps(extra or {}, default=float))
+    return save_arrays(name, {"experiment": dict(experiment)}, arrays)
+
+
+def load_fedavg_run(name: str, experiment: dict, cfg: FedAvgConfig | None = None) -> tuple[dict | None, str]:
+    """The run saved by :func:`save_fedavg_run` for this experiment (and, if ``cfg`` is given,
+    these FedAvg settings), as ``{"weights", "history", "config", "extra"}``, or None, with a
+    status saying why ("loaded", "missing", "made with other parameters (...)")."""
+    import json
+
+    from .artifacts import load_arrays, unpack_weights
+
+    arrays, status = load_arrays(name, {"experiment": dict(experiment)})
+    if arrays is None:
+        return None, status
+    config = json.loads(str(arrays.pop("__config__")))
+    if cfg is not None and config != json.loads(json.dumps(_config_dict(cfg))):
+        changed = sorted(k for k, v in _config_dict(cfg).items() if config.get(k) != v)
+        return None, "made with other FedAvg settings (" + ", ".join(changed) + ")"
+    history = json.loads(str(arrays.pop("__history__")))
+    extra = json.loads(str(arrays.pop("__extra__")))
+    return {"weights": unpack_weights(arrays)[0], "history": history, "config": config,
+            "extra": extra}, "loaded"

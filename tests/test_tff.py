@@ -1,0 +1,157 @@
+"""TFF FedAvg (data_utils.tff_fedavg, data_utils.tff_jobs) and its equivalence with the manual
+loop. Everything that imports TFF runs in a child process started in its own session, whose
+process group is killed at the end, so no TFF worker_binary outlives the test (ENVIRONMENT.md)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_utils.tff_jobs import JOB_DEFAULTS, apply_preset, job_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- parameters (no TFF needed) ----------------------------------------------------------------
+def test_job_config_splits_experiment_and_fedavg_settings():
+    exp, cfg, opts = job_config({"NUM_CLIENTS": 7, "PARTITION": "dirichlet", "ALPHA": 0.5,
+                                 "SEED": 123, "ROUNDS": 4, "CLIENTS_PER_ROUND": 3,
+                                 "CLIENT_LR": 0.1, "SERVER_LR": 0.5, "BATCH_SIZE": 32,
+                                 "LOCAL_EPOCHS": 2, "SMOKE": True})
+    assert (exp.num_clients, exp.partition, exp.alpha, exp.seed) == (7, "dirichlet", 0.5, 123)
+    assert exp.train_limit is not None  # smoke
+    assert (cfg.rounds, cfg.clients_per_round, cfg.client_lr, cfg.server_lr, cfg.batch_size,
+            cfg.local_epochs, cfg.seed) == (4, 3, 0.1, 0.5, 32, 2, 123)
+    _, cfg_all, _ = job_config({})
+    assert cfg_all.client_fraction == 1.0 and cfg_all.clients_per_round is None
+    assert cfg_all.rounds == JOB_DEFAULTS["ROUNDS"]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"ROUNDZ": 3}, "unknown parameter"),
+    ({"ROUNDS": -1}, "ROUNDS"),
+    ({"ROUNDS": 2.5}, "ROUNDS"),
+    ({"LOCAL_EPOCHS": 0}, "LOCAL_EPOCHS"),
+    ({"CLIENTS_PER_ROUND": 11}, "more than the 10 clients"),
+    ({"CLIENTS_PER_ROUND": 0}, "CLIENTS_PER_ROUND"),
+    ({"BATCH_SIZE": 0}, "BATCH_SIZE"),
+    ({"CLIENT_LR": 0}, "CLIENT_LR"),
+    ({"SERVER_LR": "1"}, "SERVER_LR"),
+])
+def test_job_config_rejects_bad_parameters(params, message):
+    with pytest.raises(ValueError, match=message):
+        job_config(params)
+
+
+def test_tf_tutorial_preset():
+    out = apply_preset({"NUM_CLIENTS": 10, "ROUNDS": 3, "SEED": 4}, "tf_tutorial", 60000)
+    assert out["NUM_CLIENTS"] == 600 and out["LOCAL_TEST_FRACTION"] == 0.0
+    assert (out["BATCH_SIZE"], out["CLIENT_LR"], out["SERVER_LR"], out["ROUNDS"]) == (20, 0.02, 1.0, 10)
+    assert out["SEED"] == 4
+    assert apply_preset({"ROUNDS": 3}, None, 60000) == {"ROUNDS": 3}
+    with pytest.raises(ValueError, match="unknown PRESET"):
+        apply_preset({}, "tutorial", 60000)
+    job_config(out)  # the preset's values are valid job parameters
+
+
+# ---- TFF in a child process --------------------------------------------------------------------
+CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from data_utils.experiment import client_arrays, get_partition, load_data
+    from data_utils.fedavg import curve_difference, run_fedavg
+    from data_utils.models import WeightsEvaluator, build_model, compile_model
+    from data_utils.tff_jobs import job_config, tff_fedavg_job
+
+    out = {}
+    for name, params in json.loads(sys.argv[1]).items():
+        rows = []
+        result = tff_fedavg_job(params, progress=rows.append)
+        exp, cfg, _ = job_config(params)
+        data = load_data(exp)
+        clients = client_arrays(exp, data, get_partition(exp, data, log=lambda s: None))
+        evaluate = WeightsEvaluator(exp.model, data.input_shape, data.num_classes, data.x_test, data.y_test)
+        model = compile_model(build_model(exp.model, data.input_shape, data.num_classes), cfg.client_lr)
+        weights, history = run_fedavg(model, result["initial_weights"], clients, cfg,
+                                      evaluate=evaluate, progress=False)
+        out[name] = {
+            "tff": [r["test_accuracy"] for r in result["history"]],
+            "manual": [r.metrics["test_accuracy"] for r in history],
+            "max_diff": float(curve_difference(result["history"], history).max()),
+            "tff_clients": [r["clients"] for r in result["history"]],
+            "manual_clients": [r.clients for r in history],
+            "initial_accuracy": evaluate(result["initial_weights"])["test_accuracy"],
+            "final_weight_shapes": [list(w.shape) for w in result["final_weights"]],
+            "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(result["final_weights"], weights)),
+            "progress_rounds": [r["round"] for r in rows],
+            "fed_eval": result["fed_eval"],
+            "signatures": result["type_signatures"],
+            "state_fields": result["state_fields"],
+            "train_loss": [r["train_loss"] for r in result["history"]],
+            "json_ok": bool(json.dumps({k: v for k, v in result.items()
+                                        if k not in ("initial_weights", "final_weights")})),
+        }
+    json.dump(out, open(sys.argv[2], "w"))
+""")
+
+
+def run_child(params: dict, tmp_path: Path, timeout: int = 600) -> dict:
+    """Run CHILD with TFF in its own session; kill its whole process group afterwards."""
+    out_path, log_path = tmp_path / "out.json", tmp_path / "child.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
+               COURSE_ARTIFACTS_DIR=str(tmp_path / "artifacts"))
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(params), str(out_path)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=str(ROOT), env=env, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the child's worker_binary is in this group
+            except ProcessLookupError:
+                pass
+    time.sleep(0.5)
+    leftovers = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True,
+                               text=True).stdout.splitlines()
+    assert not [l for l in leftovers if l.split()[1] == str(proc.pid) and "worker_binary" in l
+                and not l.split()[2].startswith("Z")], "a worker_binary survived the child"
+    assert code == 0, log_path.read_text()[-4000:]
+    return json.loads(out_path.read_text())
+
+
+def test_tff_fedavg_equals_manual_fedavg(tmp_path):
+    """Same initial weights, same clients in the same order, same optimizer settings: TFF's
+    FedAvg and the manual loop reach the same test accuracy every round (within 0.005)."""
+    common = {"SMOKE": True, "ROUNDS": 3, "BATCH_SIZE": 20, "CLIENT_LR": 0.05, "SERVER_LR": 1.0,
+              "TENSORBOARD_DIR": str(tmp_path / "tb")}
+    params = {
+        "defaults": dict(common),
+        "dirichlet": dict(common, NUM_CLIENTS=7, PARTITION="dirichlet", ALPHA=0.5, SEED=123,
+                          CLIENTS_PER_ROUND=4, LOCAL_EPOCHS=2, SERVER_LR=0.8, FED_EVAL=False),
+    }
+    out = run_child(params, tmp_path)
+    for name, res in out.items():
+        assert len(res["tff"]) == len(res["manual"]) == 3, name
+        assert res["tff_clients"] == res["manual_clients"], name
+        diffs = np.abs(np.array(res["tff"]) - np.array(res["manual"]))
+        assert diffs.max() <= 0.005, (name, res["tff"], res["manual"])
+        assert np.isclose(res["max_diff"], diffs.max())
+        assert res["max_weight_diff"] < 1e-2, name  # float32 rounding only, no systematic drift
+        assert res["tff"][-1] > res["initial_accuracy"] + 0.2, name  # it really trained
+        assert res["progress_rounds"] == [1, 2, 3]
+        assert res["json_ok"]
+        assert "@SERVER" in res["signatures"]["next"] and "@CLIENTS" in res["signatures"]["next"]
+        assert res["state_fields"][0] == "global_model_weights"
+        assert all(np.isfinite(res["train_loss"]))
+    assert out["dirichlet"]["tff_clients"][0] != list(range(7)) and len(out["dirichlet"]["tff_clients"][0]) == 4
+    fed = out["defaults"]["fed_eval"]
+    assert fed["num_clients"] == 10 and 0.3 < fed["accuracy"] <= 1.0 and fed["num_examples"] > 0
+    assert out["dirichlet"]["fed_eval"] is None
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
