@@ -183,3 +183,105 @@ def confusion_matrices(matrices, titles, class_names=None, normalize: bool = Fal
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def format_table(rows, columns) -> str:
+    """A plain-text table: ``rows`` is a list of dicts, ``columns`` maps each key to a format
+    spec (``{"client": "d", "accuracy": ".4f"}``) or to a (header, spec) pair. Missing values
+    and None print as ``-``."""
+    spec = {k: (v if isinstance(v, tuple) else (k, v)) for k, v in columns.items()}
+    cells = [[header for header, _ in spec.values()]]
+    for row in rows:
+        line = []
+        for key, (_, fmt) in spec.items():
+            value = row.get(key)
+            line.append("-" if value is None else format(value, fmt))
+        cells.append(line)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(spec))]
+    out = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
+           for r in cells]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def per_class_accuracy_bars(values, class_names, title: str | None = None, ax=None):
+    """Grouped bars of per-class accuracy: ``values`` maps a model's name to one accuracy per
+    class (NaN for a class absent from the test set is drawn as no bar)."""
+    names = list(values)
+    arrays = [np.asarray(values[n], dtype=float) for n in names]
+    if not names or any(a.shape != (len(class_names),) for a in arrays):
+        raise ValueError(f"need one accuracy per class ({len(class_names)}) for each model")
+    fig, ax = _axes(ax, (max(7, 0.9 * len(class_names) + 2), 3.4))
+    width = 0.8 / len(names)
+    x = np.arange(len(class_names))
+    for i, (name, a) in enumerate(zip(names, arrays)):
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, np.nan_to_num(a), width, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(class_names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy on the class")
+    ax.legend(fontsize=8, ncol=len(names), loc="lower right")
+    ax.set_title(title or "per-class accuracy on the shared test set")
+    fig.tight_layout()
+    return fig
+
+
+def client_gain_plot(federated, local, baseline=None, names=("federated", "local-only", "centralized"),
+                     title: str | None = None):
+    """Per client: accuracy on its own local test split with the federated model and with its
+    local-only model (and the centralized baseline, if given), and the gain (federated minus
+    local) as green/red bars. None entries (clients without a local test split) are skipped."""
+    plt = _plt()
+    keep = [c for c, f in enumerate(federated) if f is not None]
+    if not keep:
+        raise ValueError("no client has an accuracy to plot")
+    fed = np.array([federated[c] for c in keep], dtype=float)
+    loc = np.array([local[c] for c in keep], dtype=float)
+    x = np.arange(len(keep))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(9, 0.9 * len(keep) + 4), 3.6),
+                                   gridspec_kw={"width_ratios": [3, 2]})
+    ax1.plot(x, fed, "o", color="tab:blue", label=names[0])
+    ax1.plot(x, loc, "s", color="tab:orange", label=names[1])
+    if baseline is not None:
+        ax1.plot(x, np.array([baseline[c] for c in keep], dtype=float), "_", color="k", ms=14, label=names[2])
+    ax1.vlines(x, np.minimum(fed, loc), np.maximum(fed, loc), color="grey", lw=1)
+    ax1.set_xticks(x)
+    ax1.set_xticklabels([str(c) for c in keep])
+    ax1.set_xlabel("client")
+    ax1.set_ylabel("accuracy on its own test split")
+    ax1.legend(fontsize=8)
+    ax1.set_title("each client's own test split")
+    gain = fed - loc
+    ax2.bar(x, gain, color=np.where(gain >= 0, "tab:green", "tab:red"))
+    ax2.axhline(0, color="k", lw=0.8)
+    ax2.set_xticks(x)
+    ax2.set_xticklabels([str(c) for c in keep])
+    ax2.set_xlabel("client")
+    ax2.set_ylabel(f"{names[0]} - {names[1]}")
+    ax2.set_title("gain from joining (green) or loss (red)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(curves, reference=None, reference_label: str = "centralized", ylabel: str = "test accuracy",
+                    title: str | None = None, ax=None):
+    """Several runs' metric by round on one plot: ``curves`` maps a label to a list of values
+    (round 1, 2, ...); ``reference`` (a number) is drawn as a dashed horizontal line."""
+    if not curves:
+        raise ValueError("need at least one curve")
+    fig, ax = _axes(ax, (7.5, 4.2))
+    for label, values in curves.items():
+        ax.plot(np.arange(1, len(values) + 1), values, "o-", ms=3, label=label)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=f"{reference_label} ({reference:.3f})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "FedAvg learning curves")
+    fig.tight_layout()
+    return fig
