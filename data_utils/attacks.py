@@ -1,0 +1,97 @@
+"""Clients that misbehave, for the robustness notebook: clients that drop out (stragglers that
+miss the deadline, phones that lose their connection), and poisoned clients (label flipping,
+and model replacement: a poisoned update scaled up so that it dominates the average).
+
+:class:`ClientBehaviour` is a ``client_update(client_id, weights)`` hook for
+:func:`data_utils.fedavg.run_fedavg`: honest clients train exactly as the plain loop does (same
+batches, same order), so a run without attackers or dropouts equals a run without the hook.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .fedavg import (ClientArrays, FedAvgConfig, client_dataset, local_train, num_sampled,
+                     sample_clients)
+
+ATTACKS = ("label_flip", "model_replacement")
+
+
+def flip_labels(y, num_classes: int) -> np.ndarray:
+    """The label-flipping attack's labels: class ``c`` becomes ``num_classes - 1 - c``."""
+    y = np.asarray(y)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must be in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
+    return (num_classes - 1 - y).astype(y.dtype)
+
+
+def dropped_clients(sampled: Iterable[int], fraction: float, round_num: int, seed: int) -> set:
+    """Which of a round's sampled clients fail: ``round(fraction * m)`` of them, drawn from
+    (seed, round), so every run with the same seed loses the same clients."""
+    sampled = np.asarray(list(sampled))
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"drop fraction must be in [0, 1], got {fraction!r}")
+    k = int(round(fraction * len(sampled)))
+    rng = np.random.default_rng([int(seed), 11, int(round_num)])
+    return {int(c) for c in rng.choice(sampled, size=k, replace=False)} if k else set()
+
+
+class ClientBehaviour:
+    """A ``client_update(client_id, weights)`` hook: honest local training, except for
+
+    - ``malicious`` clients, which run ``attack``: ``"label_flip"`` (train on flipped labels)
+      or ``"model_replacement"`` (train on flipped labels, then send
+      ``weights + boost * (poisoned - weights)``; with ``boost`` = number of clients per round /
+      server learning rate, the mean becomes roughly the attacker's model, Bagdasaryan et al.
+      2020);
+    - a ``drop_fraction`` of each round's sampled clients, which fail and send nothing (None).
+
+    The hook counts its calls to know the round (``run_fedavg`` calls it once per sampled client,
+    rounds in order), so use a new one for every run. ``model`` is the compiled Keras model the
+    clients train with."""
+
+    def __init__(self, model, clients: ClientArrays, cfg: FedAvgConfig, num_classes: int,
+                 malicious: Iterable[int] = (), attack: str | None = None, boost: float = 10.0,
+                 drop_fraction: float = 0.0):
+        self.model, self.clients, self.cfg = model, clients, cfg
+        self.num_classes = int(num_classes)
+        self.malicious = {int(c) for c in malicious}
+        if not self.malicious <= set(range(len(clients))):
+            raise ValueError(f"malicious clients {sorted(self.malicious)} must be client ids in "
+                             f"[0, {len(clients)})")
+        if self.malicious and attack not in ATTACKS:
+            raise ValueError(f"attack must be one of {', '.join(ATTACKS)} when there are malicious "
+                             f"clients, got {attack!r}")
+        if not np.isfinite(boost) or boost <= 0:
+            raise ValueError(f"boost must be a positive number, got {boost!r}")
+        if not 0 <= drop_fraction <= 1:
+            raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}")
+        self.attack, self.boost, self.drop_fraction = attack, float(boost), float(drop_fraction)
+        self.m = num_sampled(len(clients), cfg.client_fraction, cfg.clients_per_round)
+        self.calls = 0
+        self.log: list[dict] = []  # one row per call: round, client, what happened
+
+    def __call__(self, client_id: int, weights):
+        round_num = self.calls // self.m + 1
+        self.calls += 1
+        sampled = sample_clients(len(self.clients), self.m, round_num, self.cfg.seed)
+        if client_id not in set(sampled.tolist()):
+            raise RuntimeError(f"client {client_id} was not sampled in round {round_num}: a "
+                               "ClientBehaviour follows one run from its start; make a new one per run")
+        if client_id in dropped_clients(sampled, self.drop_fraction, round_num, self.cfg.seed):
+            self.log.append({"round": round_num, "client": client_id, "event": "dropped"})
+            return None
+        x, y = self.clients[client_id]
+        attack = self.attack if client_id in self.malicious else None
+        if attack is not None:
+            y = flip_labels(y, self.num_classes)
+        ds = client_dataset(x, y, self.cfg.local_epochs, self.cfg.batch_size, self.cfg.seed,
+                            round_num, client_id)
+        new = local_train(self.model, weights, ds)
+        if attack == "model_replacement":
+            new = [g + self.boost * (w - g) for w, g in zip(new, weights)]
+        self.log.append({"round": round_num, "client": client_id, "event": attack or "honest"})
+        return [np.asarray(w, dtype=np.asarray(g).dtype) for w, g in zip(new, weights)]

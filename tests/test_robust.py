@@ -1,0 +1,198 @@
+"""Robust aggregators (median, trimmed mean, norm clipping/zeroing) and the attack hooks."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from data_utils.fedavg import weighted_average
+from data_utils.robust import (AGGREGATORS, coordinate_median, make_aggregator, norm_clipped_mean,
+                               norm_zeroed_mean, plain_mean, trimmed_count, trimmed_mean,
+                               update_norms)
+
+
+def updates(rng, n, scale=0.1):
+    return [[rng.normal(0, scale, (4, 3)).astype(np.float32), rng.normal(0, scale, 3).astype(np.float32)]
+            for _ in range(n)]
+
+
+def test_median_and_trimmed_mean_against_numpy():
+    rng = np.random.default_rng(0)
+    ds = updates(rng, 7)
+    med = coordinate_median(ds, np.ones(7))
+    for j in range(2):
+        stack = np.stack([d[j] for d in ds])
+        np.testing.assert_allclose(med[j], np.median(stack, axis=0), rtol=1e-6)
+        s = np.sort(stack, axis=0)
+        np.testing.assert_allclose(trimmed_mean(ds, trim_fraction=0.2)[j], s[2:5].mean(axis=0), rtol=1e-6)
+        assert med[j].dtype == np.float32
+    # no trimming is the uniform mean
+    for a, b in zip(trimmed_mean(ds, trim_fraction=0.0), weighted_average(ds)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_trimmed_count_never_removes_everything():
+    assert trimmed_count(10, 0.1) == 1
+    assert trimmed_count(9, 0.1) == 1   # one attacker among 9 is still trimmed
+    assert trimmed_count(10, 0.2) == 2
+    assert trimmed_count(2, 0.4) == 0
+    assert trimmed_count(3, 0.4) == 1
+    assert trimmed_count(1, 0.3) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(3, 12), st.integers(0, 2**31), st.floats(-1e6, 1e6, allow_nan=False))
+def test_one_outlier_cannot_drag_median_or_trimmed_mean_outside_the_honest_range(n, seed, outlier):
+    rng = np.random.default_rng(seed)
+    honest = updates(rng, n)
+    bad = [np.full((4, 3), outlier, np.float32), np.full(3, -outlier, np.float32)]
+    ds = honest + [bad]
+    for agg in (coordinate_median(ds), trimmed_mean(ds, trim_fraction=0.1)):
+        for j in range(2):
+            stack = np.stack([h[j] for h in honest])
+            assert np.all(agg[j] >= stack.min(axis=0) - 1e-6)
+            assert np.all(agg[j] <= stack.max(axis=0) + 1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 10), st.integers(0, 2**31), st.floats(1e-3, 10))
+def test_norm_clipping_bounds_every_contribution(n, seed, clip):
+    rng = np.random.default_rng(seed)
+    ds = updates(rng, n, scale=rng.uniform(0.01, 5))
+    counts = rng.integers(1, 100, n)
+    out = norm_clipped_mean(ds, counts, clip_norm=clip)
+    assert update_norms([out])[0] <= clip * (1 + 1e-5)
+    # with a bound above every norm nothing changes
+    big = float(update_norms(ds).max()) * 2
+    for a, b in zip(norm_clipped_mean(ds, counts, clip_norm=big), weighted_average(ds, counts)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_adaptive_clip_uses_the_median_norm():
+    honest = [[np.full(4, 1.0, np.float32)] for _ in range(4)]  # norm 2 each
+    attacker = [np.full(4, 100.0, np.float32)]                   # norm 200
+    out = norm_clipped_mean(honest + [attacker], [1] * 5)
+    np.testing.assert_allclose(out[0], np.full(4, 1.0), rtol=1e-6)  # attacker scaled to norm 2
+    assert plain_mean(honest + [attacker], [1] * 5)[0][0] == pytest.approx(20.8)
+
+
+def test_norm_zeroing_replaces_big_updates_by_zeros():
+    ds = [[np.array([3.0, 4.0])], [np.array([0.3, 0.4])]]  # norms 5 and 0.5
+    out = norm_zeroed_mean(ds, [1, 3], max_norm=1.0)
+    np.testing.assert_allclose(out[0], [0.3 * 3 / 4, 0.4 * 3 / 4])
+    np.testing.assert_allclose(update_norms(ds), [5.0, 0.5])
+
+
+def test_make_aggregator_by_name():
+    rng = np.random.default_rng(1)
+    ds = updates(rng, 5)
+    for name in AGGREGATORS:
+        out = make_aggregator(name)(ds, np.ones(5))
+        assert [o.shape for o in out] == [(4, 3), (3,)]
+    with pytest.raises(ValueError, match="unknown aggregator 'mode'"):
+        make_aggregator("mode")
+    with pytest.raises(ValueError, match="takes options"):
+        make_aggregator("median", trim_fraction=0.1)
+    np.testing.assert_allclose(make_aggregator("trimmed_mean", trim_fraction=0.0)(ds, None)[0],
+                               weighted_average(ds)[0], rtol=1e-6)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+ROBUST = [coordinate_median, trimmed_mean, norm_clipped_mean, norm_zeroed_mean, plain_mean]
+
+
+@pytest.mark.parametrize("agg", ROBUST, ids=lambda f: f.__name__)
+def test_empty_list_is_a_value_error(agg):
+    with pytest.raises(ValueError, match="empty list"):
+        agg([], [])
+
+
+@pytest.mark.parametrize("agg", ROBUST, ids=lambda f: f.__name__)
+def test_mismatched_layer_shapes_are_a_value_error(agg):
+    with pytest.raises(ValueError, match="layer shapes"):
+        agg([[np.zeros((2, 2))], [np.zeros((2, 3))]], [1, 1])
+    with pytest.raises(ValueError, match="layer shapes"):
+        agg([[np.zeros(2), np.zeros(1)], [np.zeros(2)]], [1, 1])
+
+
+@pytest.mark.parametrize("agg", ROBUST, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_a_value_error(agg, bad):
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        agg([[np.zeros(2)], [np.array([0.0, bad])]], [1, 1])
+
+
+@pytest.mark.parametrize("agg", ROBUST, ids=lambda f: f.__name__)
+def test_bad_counts_are_a_value_error(agg):
+    with pytest.raises(ValueError, match="count"):
+        agg([[np.zeros(2)], [np.zeros(2)]], [1, 2, 3])
+    with pytest.raises(ValueError, match="non-negative"):
+        agg([[np.zeros(2)], [np.zeros(2)]], [1, -2])
+
+
+def test_bad_options_are_value_errors():
+    ds = [[np.zeros(2)], [np.ones(2)]]
+    with pytest.raises(ValueError, match="trim_fraction"):
+        trimmed_mean(ds, trim_fraction=0.5)
+    with pytest.raises(ValueError, match="clip_norm"):
+        norm_clipped_mean(ds, clip_norm=-1.0)
+    with pytest.raises(ValueError, match="max_norm"):
+        norm_zeroed_mean(ds, max_norm=float("nan"))
+
+
+# ---- attacks ---------------------------------------------------------------------------------
+def test_flip_labels_and_dropped_clients():
+    from data_utils.attacks import dropped_clients, flip_labels
+
+    np.testing.assert_array_equal(flip_labels(np.array([0, 3, 9]), 10), [9, 6, 0])
+    with pytest.raises(ValueError, match="labels must be in 0..9"):
+        flip_labels(np.array([10]), 10)
+    sampled = np.arange(10)
+    drop = dropped_clients(sampled, 0.3, round_num=2, seed=0)
+    assert len(drop) == 3 and drop <= set(range(10))
+    assert drop == dropped_clients(sampled, 0.3, round_num=2, seed=0)
+    assert dropped_clients(sampled, 0.0, 1, 0) == set()
+    with pytest.raises(ValueError, match="drop fraction"):
+        dropped_clients(sampled, 1.5, 1, 0)
+
+
+def test_client_behaviour_honest_run_equals_plain_run_and_attack_scales():
+    from data_utils.attacks import ClientBehaviour
+    from data_utils.fedavg import ClientArrays, FedAvgConfig, run_fedavg, sample_clients
+    from data_utils.models import build_model, compile_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 120)
+    clients = ClientArrays(x, y, [np.arange(i * 30, (i + 1) * 30) for i in range(4)])
+    cfg = FedAvgConfig(rounds=2, clients_per_round=3, batch_size=10, seed=5)
+    w0 = build_model("cnn_small", seed=1).get_weights()
+    model = compile_model(build_model("cnn_small"), cfg.client_lr)
+    plain, _ = run_fedavg(model, w0, clients, cfg, progress=False)
+    hook = ClientBehaviour(model, clients, cfg, 10)
+    hooked, _ = run_fedavg(model, w0, clients, cfg, progress=False, client_update=hook)
+    for a, b in zip(plain, hooked):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert [r["event"] for r in hook.log] == ["honest"] * 6
+
+    # model replacement: the attacker's update is boost x its (flipped-label) local update
+    attacker = ClientBehaviour(model, clients, cfg, 10, malicious=[0, 1, 2, 3], attack="model_replacement", boost=4.0)
+    flipper = ClientBehaviour(model, clients, cfg, 10, malicious=[0, 1, 2, 3], attack="label_flip")
+    first_round = sample_clients(4, 3, 1, 5)
+    sampled_first = int(first_round[0])
+    boosted = attacker(sampled_first, w0)
+    flipped = flipper(sampled_first, w0)
+    for b, f, g in zip(boosted, flipped, w0):
+        np.testing.assert_allclose(b - g, 4.0 * (f - g), rtol=1e-4, atol=1e-6)
+
+    dropper = ClientBehaviour(model, clients, cfg, 10, drop_fraction=1.0)
+    final, history = run_fedavg(model, w0, clients, cfg, progress=False, client_update=dropper)
+    assert all(r.num_examples == 0 for r in history)  # everyone failed: the model stays
+    for a, b in zip(final, w0):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="attack must be one of"):
+        ClientBehaviour(model, clients, cfg, 10, malicious=[1], attack="backdoor")
+    with pytest.raises(ValueError, match="client ids"):
+        ClientBehaviour(model, clients, cfg, 10, malicious=[7], attack="label_flip")
+    unsampled = sorted(set(range(4)) - set(first_round.tolist()))[0]
+    with pytest.raises(RuntimeError, match="not sampled"):
+        ClientBehaviour(model, clients, cfg, 10)(unsampled, w0)
