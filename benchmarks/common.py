@@ -97,6 +97,12 @@ def tree_cpu_seconds(pid: int | None = None) -> float:
     return cpu_seconds(pid) + sum(cpu_seconds(p) for p in descendants(pid))
 
 
+def worker_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds of the TFF worker_binary processes below ``pid`` (default: this process)."""
+    pid = os.getpid() if pid is None else pid
+    return sum(cpu_seconds(p) for p in worker_binaries(descendants(pid)))
+
+
 def _status_kb(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -24,7 +24,7 @@ WATCH = {
                "local_train (set weights, fit, get weights)": "(local_train)",
                "averaging": "(weighted_average)"},
     "keras_epoch": {"model.fit": "training.py:1431(fit)",
-                    "Keras data adapter": "(get_data_handler)"},
+                    "building the dataset": "(from_tensor_slices)"},
 }
 
 
@@ -71,10 +71,53 @@ class _Stop(Exception):
     """Raised from the evaluation callback to end ``run_fedavg`` early (target or budget)."""
 
 
+def train_until(model, w0, clients, cfg, evaluator, eval_every: int, stop) -> dict:
+    """``run_fedavg`` for up to ``cfg.rounds`` rounds, scoring the global model with ``evaluator``
+    every ``eval_every`` rounds (and after the last), and ending early when
+    ``stop(point)`` returns a reason. A point is ``{"round", "test_accuracy" (None between
+    evaluations), "seconds", "train_cpu_seconds", "eval_cpu_seconds"}``, cumulative; training
+    and evaluation CPU (whole process tree) are counted apart. Returns the evaluated points
+    ("curve"), the rounds run and why it stopped."""
+    from data_utils.fedavg import run_fedavg
+
+    curve: list = []
+    point = {"round": 0, "test_accuracy": None, "seconds": 0.0, "train_cpu_seconds": 0.0,
+             "eval_cpu_seconds": 0.0}
+    why = {"stop": f"round cap ({cfg.rounds})"}
+    clock = common.Clock()
+
+    def evaluate(weights):
+        wall, cpu = clock.lap()
+        point.update(round=point["round"] + 1, test_accuracy=None,
+                     seconds=point["seconds"] + wall,
+                     train_cpu_seconds=point["train_cpu_seconds"] + cpu)
+        if point["round"] % eval_every == 0 or point["round"] == cfg.rounds:
+            acc = evaluator(weights)["test_accuracy"]
+            wall, cpu = clock.lap()
+            point.update(test_accuracy=acc, seconds=point["seconds"] + wall,
+                         eval_cpu_seconds=point["eval_cpu_seconds"] + cpu)
+            curve.append(dict(point))
+        reason = stop(point)
+        if reason:
+            why["stop"] = reason
+            raise _Stop
+        return {} if point["test_accuracy"] is None else {"test_accuracy": point["test_accuracy"]}
+
+    try:
+        run_fedavg(model, w0, clients, cfg, evaluate=evaluate, progress=False)
+    except _Stop:
+        pass
+    return {"curve": curve, "rounds_run": point["round"], "stop_reason": why["stop"],
+            "seconds": point["seconds"], "train_cpu_seconds": point["train_cpu_seconds"],
+            "eval_cpu_seconds": point["eval_cpu_seconds"]}
+
+
 # ---- 1. orchestration overhead --------------------------------------------------------------------
 def overhead(s: Settings) -> dict:
     """TFF round vs manual round vs one plain Keras epoch over the same examples, interleaved
     round by round (so a busy machine slows all three alike), medians after a warm-up."""
+    import tensorflow as tf
+
     from data_utils.fedavg import ClientArrays, FedAvgConfig, epoch_orders, run_fedavg
     from data_utils.tff_fedavg import run_tff_fedavg
 
@@ -105,25 +148,32 @@ def overhead(s: Settings) -> dict:
         return hist[0].seconds
 
     def plain_epoch(c):
-        """The floor: one ``model.fit`` epoch over the round's examples, in the round's order."""
+        """The floor: one ``model.fit`` over the round's examples in the round's order, as one
+        ``tf.data`` pipeline (Keras's leanest input path; fitting NumPy arrays adds its data
+        adapter's fixed cost, which would flatter the ratios)."""
         start = time.perf_counter()
         idx = np.concatenate([clients.indices[k][np.concatenate(
             epoch_orders(len(clients.indices[k]), c.local_epochs, c.seed, 1, k))]
             for k in range(len(clients))])
-        plain_model.fit(data.x_train[idx], data.y_train[idx], batch_size=c.batch_size, epochs=1,
-                        shuffle=False, verbose=0)
+        ds = tf.data.Dataset.from_tensor_slices(
+            (data.x_train[idx], data.y_train[idx].astype("int32"))).batch(c.batch_size)
+        plain_model.fit(ds, epochs=1, verbose=0)
         return time.perf_counter() - start
 
     engines = {"tff": tff_round, "manual": manual_round, "keras_epoch": plain_epoch}
     names = list(engines)
     wall = {n: [] for n in names}
     cpu = {n: [] for n in names}
+    worker_cpu = []
     for i in range(o.warmup + o.repeats):
         c = replace(cfg, seed=s.data.seed + i)  # new batches each repeat, same amount of work
         for n in names[i % 3:] + names[:i % 3]:  # rotate who goes first
             clock = common.Clock()
+            before = common.worker_cpu_seconds() if n == "tff" else 0.0
             wall[n].append(engines[n](c))
             cpu[n].append(clock.lap()[1])
+            if n == "tff":
+                worker_cpu.append(common.worker_cpu_seconds() - before)
     kept = slice(o.warmup, None)
     out = {"setup": {"num_clients": o.num_clients, "per_client": o.per_client,
                      "examples_per_round": o.num_clients * o.per_client,
@@ -135,6 +185,7 @@ def overhead(s: Settings) -> dict:
                              "warmup_seconds": wall[n][:o.warmup],
                              "median_seconds": common.median(wall[n][kept]),
                              "median_cpu_seconds": common.median(cpu[n][kept])}
+    out["engines"]["tff"]["median_worker_cpu_seconds"] = common.median(worker_cpu[kept])
     floor = out["engines"]["keras_epoch"]
     for n, goal in (("tff", o.goal_tff), ("manual", o.goal_manual)):
         e = out["engines"][n]
@@ -169,57 +220,31 @@ PAPER_TABLE2 = {
 
 def _run_to_target(s: Settings, data, clients, w0, alg: Algorithm, target: float,
                    cpu_cap: float, evaluator) -> dict:
-    from data_utils.fedavg import FedAvgConfig, run_fedavg
+    from data_utils.fedavg import FedAvgConfig
 
-    r = s.rounds
-    cfg = FedAvgConfig(rounds=alg.max_rounds, client_fraction=r.client_fraction,
+    cfg = FedAvgConfig(rounds=alg.max_rounds, client_fraction=s.rounds.client_fraction,
                        local_epochs=alg.local_epochs, batch_size=alg.batch_size,
                        client_lr=alg.client_lr, seed=s.data.seed)
-    model = _trainer(s, data, alg.client_lr)
-    curve, state = [], {"round": 0, "reached": None, "stop": f"round cap ({alg.max_rounds})"}
-    clock = common.Clock()
-    used = {"wall": 0.0, "cpu": 0.0}
 
-    def evaluate(weights):
-        state["round"] += 1
-        rnd = state["round"]
-        if rnd % alg.eval_every and rnd != alg.max_rounds:
-            wall, cpu = clock.lap()
-            used["wall"] += wall
-            used["cpu"] += cpu
-            if used["cpu"] >= cpu_cap:
-                state["stop"] = f"CPU cap ({cpu_cap:.0f} s)"
-                raise _Stop
-            return {}
-        acc = evaluator(weights)["test_accuracy"]
-        wall, cpu = clock.lap()
-        used["wall"] += wall
-        used["cpu"] += cpu
-        curve.append({"round": rnd, "test_accuracy": acc, "seconds": used["wall"],
-                      "cpu_seconds": used["cpu"]})
-        if acc >= target:
-            state["reached"] = rnd
-            state["stop"] = "target reached"
-            raise _Stop
-        if used["cpu"] >= cpu_cap:
-            state["stop"] = f"CPU cap ({cpu_cap:.0f} s)"
-            raise _Stop
-        return {"test_accuracy": acc}
+    def stop(p):
+        if p["test_accuracy"] is not None and p["test_accuracy"] >= target:
+            return "target reached"
+        if p["train_cpu_seconds"] + p["eval_cpu_seconds"] >= cpu_cap:
+            return f"CPU cap ({cpu_cap:.0f} s)"
+        return None
 
-    try:
-        run_fedavg(model, w0, clients, cfg, evaluate=evaluate, progress=False)
-    except _Stop:
-        pass
-    accs = [p["test_accuracy"] for p in curve]
-    return {"algorithm": alg.name, "local_epochs": alg.local_epochs,
-            "batch_size": alg.batch_size, "client_lr": alg.client_lr,
-            "eval_every": alg.eval_every, "max_rounds": alg.max_rounds,
-            "reached": state["reached"] is not None, "rounds_to_target": state["reached"],
-            "rounds_run": state["round"], "stop_reason": state["stop"],
-            "best_accuracy": max(accs) if accs else None,
-            "final_accuracy": accs[-1] if accs else None,
-            "seconds": used["wall"], "cpu_seconds": used["cpu"],
-            "seconds_per_round": used["wall"] / max(state["round"], 1), "curve": curve}
+    run = train_until(_trainer(s, data, alg.client_lr), w0, clients, cfg, evaluator,
+                      alg.eval_every, stop)
+    accs = [p["test_accuracy"] for p in run["curve"]]
+    reached = run["stop_reason"] == "target reached"
+    return dict(run, algorithm=alg.name, local_epochs=alg.local_epochs,
+                batch_size=alg.batch_size, client_lr=alg.client_lr, eval_every=alg.eval_every,
+                max_rounds=alg.max_rounds, reached=reached,
+                rounds_to_target=run["rounds_run"] if reached else None,
+                best_accuracy=max(accs) if accs else None,
+                final_accuracy=accs[-1] if accs else None,
+                cpu_seconds=run["train_cpu_seconds"] + run["eval_cpu_seconds"],
+                seconds_per_round=run["seconds"] / max(run["rounds_run"], 1))
 
 
 def rounds(s: Settings) -> dict:
@@ -354,29 +379,10 @@ def budget(s: Settings) -> dict:
                            local_epochs=b.local_epochs, batch_size=b.batch_size,
                            client_lr=b.client_lr, seed=s.data.seed)
         model = _trainer(s, data, b.client_lr)
-        curve = []
-        used = {"train_cpu": 0.0, "eval_cpu": 0.0, "wall": 0.0, "stop": f"round cap ({b.max_rounds})"}
-        clock = common.Clock()
-
-        def evaluate(weights):
-            wall, cpu = clock.lap()
-            used["train_cpu"] += cpu
-            used["wall"] += wall
-            acc = evaluator(weights)["test_accuracy"]
-            wall, cpu = clock.lap()
-            used["eval_cpu"] += cpu
-            used["wall"] += wall
-            curve.append({"round": len(curve) + 1, "test_accuracy": acc,
-                          "train_cpu_seconds": used["train_cpu"], "seconds": used["wall"]})
-            if used["train_cpu"] >= b.cpu_budget_seconds:
-                used["stop"] = f"CPU budget ({b.cpu_budget_seconds:.0f} s)"
-                raise _Stop
-            return {"test_accuracy": acc}
-
-        try:
-            run_fedavg(model, w0, clients, cfg, evaluate=evaluate, progress=False)
-        except _Stop:
-            pass
+        run = train_until(model, w0, clients, cfg, evaluator, 1,
+                          lambda p: (f"CPU budget ({b.cpu_budget_seconds:.0f} s)"
+                                     if p["train_cpu_seconds"] >= b.cpu_budget_seconds else None))
+        curve = run["curve"]
         within = [p for p in curve if p["train_cpu_seconds"] <= b.cpu_budget_seconds] or curve[:1]
         best = max(within, key=lambda p: p["test_accuracy"])
         ref = b.references.get(scheme)
@@ -385,13 +391,14 @@ def budget(s: Settings) -> dict:
                      "reference": ref, "best_accuracy": best["test_accuracy"],
                      "best_round": best["round"], "final_accuracy": curve[-1]["test_accuracy"],
                      "rounds_run": len(curve), "rounds_within_budget": len(within),
-                     "train_cpu_seconds": used["train_cpu"], "eval_cpu_seconds": used["eval_cpu"],
-                     "seconds": used["wall"], "stop_reason": used["stop"],
+                     "train_cpu_seconds": run["train_cpu_seconds"],
+                     "eval_cpu_seconds": run["eval_cpu_seconds"],
+                     "seconds": run["seconds"], "stop_reason": run["stop_reason"],
                      "beat_reference": bool(ref is not None and best["test_accuracy"] > ref),
                      "first_beat": beat, "client_sizes": [len(i) for i in part.train],
                      "curve": curve})
         print(f"[budget] {scheme}: best {best['test_accuracy']:.4f} (ref {ref}) in "
-              f"{len(curve)} rounds, {used['train_cpu']:.0f} CPU s", flush=True)
+              f"{len(curve)} rounds, {run['train_cpu_seconds']:.0f} CPU s", flush=True)
         # a short profile of one more round: where a round's time goes
         prof: dict = {}
         with common.profiled(prof, watch=WATCH["manual"]):
