@@ -32,9 +32,10 @@ TABLE_START, TABLE_END = "<!-- colab-table:start -->", "<!-- colab-table:end -->
 # any Python with TensorFlow 2.14+ (Keras 2 or 3), so also on Colab's default runtime.
 NEEDS_TFF = {"00_environment_check", "04_tff_fedavg", "06_privacy_and_secure_aggregation",
              "07_robustness"}
-# TFF notebooks that run their TFF work through data_utils.sidecar.run_job(mode="auto"): on
-# Colab's default runtime that work goes to the Python 3.11 side environment, so they run there.
-SIDECAR_READY = {"00_environment_check"}
+# A TFF notebook that runs its TFF work through data_utils.sidecar.run_job (mode "auto") is
+# "sidecar-ready": on Colab's default runtime that work goes to the Python 3.11 side environment,
+# so it runs there too (`make test-py313` checks that it does). Detected from its code.
+SIDECAR_MARKER = "run_job("
 
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
          "(https://colab.research.google.com/github/{repo}/blob/{ref}/notebooks/{name})")
@@ -83,20 +84,31 @@ RUNTIME = check_runtime(needs_tff=NEEDS_TFF, setup_code=SETUP_CODE)
 '''
 
 
-def runtime_of(stem: str) -> str:
-    """Which Colab runtime a notebook needs, in words (header line and README table)."""
+def sidecar_ready(nb) -> bool:
+    """True when the notebook's own code (not its setup cell) calls data_utils.sidecar.run_job."""
+    return any(c.cell_type == "code" and SETUP_TAG not in c.metadata.get("tags", [])
+               and SIDECAR_MARKER in c.source for c in nb.cells)
+
+
+def runtime_of(stem: str, nb=None, short: bool = False) -> str:
+    """Which Colab runtime a notebook needs, in words (header line; ``short``: README table)."""
     if stem not in NEEDS_TFF:
-        return "any Colab runtime (no TFF needed; the default runtime's TensorFlow is fine)"
-    if stem in SIDECAR_READY:
-        return ("any Colab runtime: Python 3.11 runs everything directly; on the default runtime "
+        return ("any runtime (no TFF)" if short else
+                "any Colab runtime (no TFF needed; the default runtime's TensorFlow is fine)")
+    if nb is not None and sidecar_ready(nb):
+        return ("any runtime (default runtime: TFF in the side environment)" if short else
+                "any Colab runtime: Python 3.11 runs everything directly; on the default runtime "
                 "its TFF work runs in a Python 3.11 side environment the setup cell builds")
-    return f"Colab's Python 3.11 runtime for TFF ({PY311_CLICKS})"
+    return ("Python 3.11 runtime (version 2025.07)" if short else
+            f"Colab's Python 3.11 runtime for TFF ({PY311_CLICKS})")
 
 
-def runs_without_tff_here(stem: str) -> bool:
+def runs_without_tff_here(path: Path) -> bool:
     """True for notebooks that run on a Python/TensorFlow without TFF (Colab's default runtime,
     .venv313): those that need no TFF, and the TFF notebooks that use the side environment."""
-    return stem not in NEEDS_TFF or stem in SIDECAR_READY
+    path = Path(path)
+    return path.stem not in NEEDS_TFF or sidecar_ready(
+        nbformat.reads(path.read_text(encoding="utf-8"), as_version=4))
 
 
 def load_config(repo: str | None, ref: str | None) -> dict:
@@ -155,7 +167,7 @@ def render(path: Path, config: dict) -> str:
     body = [c for c in nb.cells if HEADER_TAG not in tags(c) and SETUP_TAG not in tags(c)]
     header = nbformat.v4.new_markdown_cell(
         f"# {title}\n\n" + BADGE.format(repo=config["github_repo"], ref=config["ref"], name=path.name)
-        + f"\n\n*Runs on: {runtime_of(path.stem)}.*", metadata={"tags": [HEADER_TAG]})
+        + f"\n\n*Runs on: {runtime_of(path.stem, nb)}.*", metadata={"tags": [HEADER_TAG]})
     setup = nbformat.v4.new_code_cell(
         SETUP_TEMPLATE.format(repo=config["github_repo"], ref=config["ref"],
                               needs_tff=path.stem in NEEDS_TFF),
@@ -179,11 +191,11 @@ def apply_header(path: Path, config: dict) -> bool:
 
 def colab_table(paths: list[Path], config: dict) -> str:
     """The README's "Open in Colab" table: every notebook, its badge and the runtime it needs."""
-    rows = ["| notebook | open | runtime |", "|---|---|---|"]
+    rows = ["| notebook | open | Colab runtime |", "|---|---|---|"]
     for path in paths:
         nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
         badge = BADGE.format(repo=config["github_repo"], ref=config["ref"], name=path.name)
-        rows.append(f"| `{path.stem}`: {title_of(nb, path.stem)} | {badge} | {runtime_of(path.stem)} |")
+        rows.append(f"| {title_of(nb, path.stem)} | {badge} | {runtime_of(path.stem, nb, short=True)} |")
     return "\n".join(rows)
 
 

@@ -222,6 +222,12 @@ def test_committed_notebooks_have_current_headers_and_no_outputs(nb_path):
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
 
 
+def test_the_colab_tables_in_the_docs_are_current():
+    config = header.load_config(None, None)
+    stale = header.update_tables(header.colab_table(NOTEBOOKS, config), check=True)
+    assert stale == [], f"{stale}: run `make headers` and commit the result"
+
+
 def test_setup_cell_outside_colab_finds_the_course_and_checks_the_runtime(tmp_path):
     cell = header.render(ROOT / "notebooks" / "00_environment_check.ipynb",
                          {"github_repo": "a/b", "ref": "main"})
