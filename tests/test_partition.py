@@ -97,7 +97,10 @@ def test_pathological_properties(data):
     for c in clients:
         assert len(np.unique(labels[c])) <= cpc
     assert same(clients, P.partition_pathological(labels, k, cpc, seed))
-    if k >= 2:
+    if k * cpc > num_classes:
+        # some class is cut into 2+ random shards of 20+ examples: two seeds agree with tiny
+        # probability. (With one shard per class, a split can only move whole classes between
+        # clients, and two seeds may well agree: 2 clients x 1 of 2 classes agree half the time.)
         assert not same(clients, P.partition_pathological(labels, k, cpc, seed + 1))
 
 
