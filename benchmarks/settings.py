@@ -104,8 +104,9 @@ class Settings:
     rounds: Rounds = Rounds()
     scale: Scale = Scale()
     budget: Budget = Budget()
-    # a section's process is ended after this many seconds (a hung TFF call must not hang make)
-    section_timeout_seconds: float = 1800.0
+    # a job is ended after this many seconds: a guard against a hung TFF call, far above the
+    # expected time (the CPU caps bound the work; a busy machine stretches the wall clock)
+    section_timeout_seconds: float = 4 * 3600.0
 
     def as_dict(self) -> dict:
         return asdict(self)
