@@ -58,9 +58,9 @@ fi
 
 # ---- Python 3.11: the pinned stack in the runtime's own Python ---------------------------------
 install_pinned_stack() {
-  say "Python 3.11 runtime: installing the course's pinned stack (TensorFlow 2.14, TFF 0.87) into $PY."
-  say "The first time this takes a minute or two; pip's usual warnings about TFF's jax/jaxlib pins do not"
-  say "apply (the course installs jax 0.4.13 in place of the deleted 0.4.14, see requirements-overrides.txt)."
+  say "Python 3.11 runtime: installing the course's pinned stack (TensorFlow 2.14, TFF 0.87) into $PY;"
+  say "a minute or two the first time. (TFF 0.87 pins jax/jaxlib 0.4.14, which PyPI no longer has: the"
+  say "course installs 0.4.13 instead, see requirements-overrides.txt; pip check will name that pin.)"
   local uv tmp code
   if ! uv="$(find_uv)"; then
     say "ERROR: uv is not available and could not be installed with pip. Runtime -> Disconnect and delete runtime, then Run all."

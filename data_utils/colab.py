@@ -301,7 +301,7 @@ def main(argv=None) -> int:
         need, why = restart_needed(Path(args[1]).read_text(), Path(args[2]).read_text(),
                                    os.environ.get(LOADED_MODULES_ENV_VAR))
         if need:
-            print("replaced packages the running kernel had loaded: " + ", ".join(why[:12])
+            print("[colab_setup] replaced packages the running kernel had loaded: " + ", ".join(why[:12])
                   + (" ..." if len(why) > 12 else ""))
             return RESTART_EXIT_CODE
         return 0

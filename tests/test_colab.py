@@ -242,6 +242,58 @@ def test_setup_cell_outside_colab_finds_the_course_and_checks_the_runtime(tmp_pa
     assert out.stdout.startswith(f"Runtime: Python {sys.version.split()[0]}")
 
 
+def run_setup_cell_in_fake_colab(tmp_path, stub_exit: int, notebook="01_data_preparation.ipynb"):
+    """Execute a notebook's setup cell as Colab would: google.colab loaded, the course already
+    cloned under a stand-in for /content, and colab_setup.sh replaced by a stub that records its
+    environment and exits with ``stub_exit``."""
+    content = tmp_path / "content"
+    course = content / "fork"
+    course.mkdir(parents=True)
+    for name in ("data_utils", "notebooks"):
+        (course / name).symlink_to(ROOT / name)
+    record = tmp_path / "env.json"
+    (course / "colab_setup.sh").write_text(
+        "echo '[colab_setup] stub'\n"
+        f"python3 -c 'import json, os; json.dump(dict(os.environ), open(\"{record}\", \"w\"))'\n"
+        f"exit {stub_exit}\n")
+    nb_path = ROOT / "notebooks" / notebook
+    if not nb_path.is_file():
+        nb_path = ROOT / "notebooks" / "00_environment_check.ipynb"
+    source = nbformat.reads(header.render(nb_path, {"github_repo": "someone/fork", "ref": "main"}),
+                            as_version=4).cells[1].source
+    assert 'Path("/content")' in source
+    script = tmp_path / "cell.py"
+    script.write_text("import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+                      + source.replace('Path("/content")', f'Path("{content}")')
+                      + "\nprint('CWD', __import__('os').getcwd())\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env=env)
+    recorded = json.loads(record.read_text()) if record.is_file() else {}
+    return out, recorded, course
+
+
+def test_setup_cell_in_colab_runs_colab_setup_with_the_kernels_facts_and_goes_on(tmp_path):
+    out, env, course = run_setup_cell_in_fake_colab(tmp_path, 0)
+    assert out.returncode == 0, out.stderr
+    assert "[colab_setup] stub" in out.stdout and f"CWD {(course / 'notebooks').resolve()}" in out.stdout
+    assert env["COURSE_PYTHON"] == sys.executable and env["COURSE_NEEDS_TFF"] in ("0", "1")
+    assert {"os", "sys", "subprocess"} <= set(env["COURSE_LOADED_MODULES"].split(","))
+
+
+def test_setup_cell_in_colab_restarts_only_on_exit_3(tmp_path):
+    out, _, _ = run_setup_cell_in_fake_colab(tmp_path, 3)
+    assert out.returncode == -9, (out.returncode, out.stdout, out.stderr)  # the kernel killed itself
+    assert "Restarting the runtime" in out.stdout
+
+
+@pytest.mark.parametrize("code, expect", [(1, "cannot run the course"), (2, "reported a problem")])
+def test_setup_cell_in_colab_stops_on_1_and_goes_on_after_2(tmp_path, code, expect):
+    out, _, _ = run_setup_cell_in_fake_colab(tmp_path, code)
+    assert expect in out.stdout + out.stderr
+    assert (out.returncode != 0) == (code == 1)
+
+
 # ---- learner-facing messages ---------------------------------------------------------------------
 @pytest.mark.parametrize("text, kind", [
     ("ERROR: No matching distribution found for jaxlib==0.4.14", "ancient_tff"),
@@ -256,6 +308,14 @@ def test_known_failures_get_the_learner_facing_message(text, kind):
                                                         if kind == "ancient_tff" else
                                                         {"dataset": "fashion_mnist"}
                                                         if kind == "offline_download" else {}))
+
+
+def test_missing_tff_is_explained_for_this_runtime():
+    text = colab.explain(ModuleNotFoundError("No module named 'tensorflow_federated'"))
+    if sys.version_info[:2] == (3, 11):
+        assert "side environment" in text and "make setup" in text
+    else:
+        assert f"This is Python {sys.version.split()[0]}" in text and CLICK in text
 
 
 def test_messages_say_what_to_do():
