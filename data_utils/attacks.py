@@ -95,3 +95,66 @@ class ClientBehaviour:
             new = [g + self.boost * (w - g) for w, g in zip(new, weights)]
         self.log.append({"round": round_num, "client": client_id, "event": attack or "honest"})
         return [np.asarray(w, dtype=np.asarray(g).dtype) for w, g in zip(new, weights)]
+
+
+def fedavg_under_attack_job(params: dict, progress=None) -> dict:
+    """One FedAvg run of the robustness notebook, from plain parameters: the experiment's and
+    the FedAvg settings of :func:`data_utils.tff_jobs.job_config`, plus
+
+    - ``AGGREGATOR``: ``"mean"``, ``"median"``, ``"trimmed_mean"``, ``"norm_clip"``,
+      ``"norm_zero"`` (:mod:`data_utils.robust`, NumPy) or ``"tff_robust"``
+      (``tff.learning.robust_aggregator()`` run by TFF on the loop's updates);
+    - ``AGGREGATOR_OPTIONS`` (dict), ``MALICIOUS`` (client ids), ``ATTACK``, ``BOOST``,
+      ``DROP_FRACTION`` as in :class:`ClientBehaviour`.
+
+    Returns the test accuracy by round, the examples used per round, seconds, what each client
+    did, and TFF's measurements (``tff_robust``). Runs in this process, or in the side
+    environment through :mod:`data_utils.sidecar` when TFF is needed and missing here."""
+    from .experiment import client_arrays, get_partition, initial_weights, load_data
+    from .fedavg import run_fedavg
+    from .models import WeightsEvaluator, build_model, compile_model
+    from .privacy import split_job_params
+    from .robust import AGGREGATORS, TffAggregatorHook, make_aggregator
+    from .tff_jobs import job_config
+
+    own, rest = split_job_params(params, {"AGGREGATOR": "mean", "AGGREGATOR_OPTIONS": {},
+                                           "MALICIOUS": [], "ATTACK": None, "BOOST": 10.0,
+                                           "DROP_FRACTION": 0.0})
+    exp, cfg, _ = job_config(rest)
+    name = own["AGGREGATOR"]
+    if name not in AGGREGATORS + ("tff_robust",):
+        raise ValueError(f"AGGREGATOR must be one of {', '.join(AGGREGATORS + ('tff_robust',))}, got {name!r}")
+    data = load_data(exp)
+    partition = get_partition(exp, data, log=lambda msg: None)
+    clients = client_arrays(exp, data, partition)
+    w0 = initial_weights(exp, data, log=lambda msg: None)
+    hook = None
+    if name == "tff_robust":
+        from .tff_fedavg import import_tff
+
+        hook = TffAggregatorHook(import_tff().learning.robust_aggregator(**own["AGGREGATOR_OPTIONS"]), w0)
+        aggregate = hook
+    else:
+        aggregate = None if name == "mean" and not own["AGGREGATOR_OPTIONS"] else \
+            make_aggregator(name, **own["AGGREGATOR_OPTIONS"])
+    model = compile_model(build_model(exp.model, data.input_shape, data.num_classes), cfg.client_lr)
+    behaviour = ClientBehaviour(model, clients, cfg, data.num_classes, malicious=own["MALICIOUS"],
+                                attack=own["ATTACK"], boost=float(own["BOOST"]),
+                                drop_fraction=float(own["DROP_FRACTION"]))
+    evaluate = WeightsEvaluator(exp.model, data.input_shape, data.num_classes, data.x_test, data.y_test)
+
+    def scored(weights):
+        metrics = evaluate(weights)
+        if progress:
+            progress({"round": len(scores) + 1, "rounds": cfg.rounds, **metrics})
+        scores.append(metrics["test_accuracy"])
+        return metrics
+
+    scores: list[float] = []
+    _, history = run_fedavg(model, w0, clients, cfg, evaluate=scored, progress=False,
+                            aggregate=aggregate, client_update=behaviour)
+    return {"aggregator": name, "test_accuracy": scores,
+            "examples": [r.num_examples for r in history],
+            "round_seconds": [r.seconds for r in history],
+            "events": behaviour.log,
+            "tff_measurements": hook.measurements if hook is not None else []}
