@@ -1,13 +1,7 @@
 """DP accounting helpers (against the analytic Gaussian mechanism) and, in a subprocess, TFF's DP
 and robust aggregators as the course builds them."""
-import json
 import math
-import os
-import signal
-import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data_utils.privacy import dp_epsilon, noise_for_epsilon, noise_std_of_mean
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def analytic_gaussian_epsilon(sigma: float, rounds: int, delta: float) -> float:
@@ -89,27 +81,25 @@ def test_bad_input_is_a_value_error(call, match):
         call()
 
 
-TFF_SCRIPT = textwrap.dedent("""
-    import json, numpy as np
-    from data_utils.privacy import dp_model_aggregator, build_dp_fedavg
+def tff_aggregator_checks_job(params: dict) -> dict:
+    """Runs in a child process (TFF leaves a worker_binary behind; the sidecar ends its group)."""
+    from data_utils.privacy import build_dp_fedavg, dp_model_aggregator
     from data_utils.robust import TffAggregatorHook, norm_clipped_mean, plain_mean
     from data_utils.tff_fedavg import import_tff
+
     tff = import_tff()
     out = {}
     template = [np.zeros((400, 5), np.float32)]
-
     # fixed clip, no noise: the unweighted mean of the clipped updates
     hook = TffAggregatorHook(dp_model_aggregator(0.0, 3, clip=1.0), template)
     ups = [[np.full((400, 5), v, np.float32)] for v in (0.1, 0.001, -0.002)]  # norms ~4.5, 0.045, 0.09
     got = hook(ups, [5, 1, 1])[0]
-    want = norm_clipped_mean(ups, None, clip_norm=1.0)[0]
-    out["fixed_clip_err"] = float(np.abs(got - want).max())
+    out["fixed_clip_err"] = float(np.abs(got - norm_clipped_mean(ups, None, clip_norm=1.0)[0]).max())
     # noise: std of the mean is z * clip / clients_per_round
     hook = TffAggregatorHook(dp_model_aggregator(2.0, 4, clip=0.5), template)
-    got = hook([[np.zeros((400, 5), np.float32)]] * 4, [1] * 4)[0]
-    out["noise_std"] = float(got.std())
-    # the adaptive (tff.learning.dp_aggregator) version builds and runs
-    hook = TffAggregatorHook(dp_model_aggregator(1.0, 40), template)  # adaptive needs >= 10 z clients
+    out["noise_std"] = float(hook([[np.zeros((400, 5), np.float32)]] * 4, [1] * 4)[0].std())
+    # the adaptive (tff.learning.dp_aggregator) version builds and runs (needs >= 10 z clients)
+    hook = TffAggregatorHook(dp_model_aggregator(1.0, 40), template)
     out["adaptive_finite"] = bool(np.all(np.isfinite(hook(ups + ups[:1], [1] * 4)[0])))
     # TFF's robust aggregator in the manual loop's hook: an outlier is tamed
     hook = TffAggregatorHook(tff.learning.robust_aggregator(), template)
@@ -118,7 +108,7 @@ TFF_SCRIPT = textwrap.dedent("""
     out["plain_max"] = float(np.abs(plain_mean(bad, [1, 1, 1])[0]).max())
     out["robust_measurements"] = sorted(hook.measurements[0])
     try:
-        TffAggregatorHook(tff.learning.robust_aggregator(), template)([[np.zeros(3, np.float32)]], [1])
+        hook([[np.zeros(3, np.float32)]], [1])
     except ValueError as err:
         out["shape_error"] = str(err)
     try:
@@ -127,27 +117,14 @@ TFF_SCRIPT = textwrap.dedent("""
         out["zeroing_error"] = str(err)
     process = build_dp_fedavg("cnn_small", (28, 28, 1), 10, 0.05, 1.0, dp_model_aggregator(1.0, 2, clip=0.5))
     out["dp_fedavg_next"] = "->" in str(process.next.type_signature)
-    print("RESULT" + json.dumps(out))
-""")
+    return out
 
 
-def test_tff_dp_and_robust_aggregators_in_a_subprocess(tmp_path):
-    """TFF leaves a worker_binary behind: run it in its own process group and end the group."""
-    log = tmp_path / "tff.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-c", TFF_SCRIPT], stdout=handle, stderr=subprocess.STDOUT,
-                                cwd=ROOT, env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=600)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    text = log.read_text()
-    assert code == 0, text[-3000:]
-    out = json.loads(text.split("RESULT", 1)[1].splitlines()[0])
+def test_tff_dp_and_robust_aggregators_in_a_child_process():
+    from data_utils.sidecar import run_job
+
+    out = run_job("tests.test_privacy:tff_aggregator_checks_job", {}, mode="sidecar",
+                  python=sys.executable, timeout=600, show=False, echo=False)
     assert out["fixed_clip_err"] < 1e-6
     assert out["noise_std"] == pytest.approx(2.0 * 0.5 / 4, rel=0.1)
     assert out["adaptive_finite"]
@@ -156,3 +133,19 @@ def test_tff_dp_and_robust_aggregators_in_a_subprocess(tmp_path):
     assert "aggregator was built for" in out["shape_error"]
     assert "adaptive clip" in out["zeroing_error"]
     assert out["dp_fedavg_next"]
+
+
+def test_jobs_reject_bad_parameters_before_starting_tff():
+    from data_utils.privacy import dp_fedavg_job
+    from data_utils.secure_agg import tff_secure_sum_job
+
+    with pytest.raises(ValueError, match="NOISE_MULTIPLIERS"):
+        dp_fedavg_job({"SMOKE": True, "NOISE_MULTIPLIERS": []})
+    with pytest.raises(ValueError, match="each noise multiplier"):
+        dp_fedavg_job({"SMOKE": True, "NOISE_MULTIPLIERS": [1.0, -0.5]})
+    with pytest.raises(ValueError, match="DP_CLIP"):
+        dp_fedavg_job({"SMOKE": True, "DP_CLIP": 0})
+    with pytest.raises(ValueError, match="VALUES"):
+        tff_secure_sum_job({"VALUES": [np.zeros(3)], "BOUND": 1.0})
+    with pytest.raises(ValueError, match="BOUND"):
+        tff_secure_sum_job({"VALUES": [np.zeros(3), np.zeros(3)], "BOUND": -1})

@@ -196,3 +196,12 @@ def test_client_behaviour_honest_run_equals_plain_run_and_attack_scales():
     unsampled = sorted(set(range(4)) - set(first_round.tolist()))[0]
     with pytest.raises(RuntimeError, match="not sampled"):
         ClientBehaviour(model, clients, cfg, 10)(unsampled, w0)
+
+
+def test_attack_job_rejects_bad_parameters():
+    from data_utils.attacks import fedavg_under_attack_job
+
+    with pytest.raises(ValueError, match="AGGREGATOR must be one of"):
+        fedavg_under_attack_job({"SMOKE": True, "ROUNDS": 1, "AGGREGATOR": "krum"})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        fedavg_under_attack_job({"SMOKE": True, "ROUNDS": 1, "ROUND": 3})
