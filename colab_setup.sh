@@ -29,7 +29,6 @@ CLICK="Runtime -> Change runtime type -> Runtime version 2025.07 (Python 3.11), 
 unset UV_CONSTRAINT UV_BUILD_CONSTRAINT PIP_CONSTRAINT
 
 say() { printf '[colab_setup] %s\n' "$*"; }
-pyrun() { PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$@"; }
 # The kernel's PYTHONPATH (Colab sets one) belongs to the kernel's Python, not to the side one.
 side() { env -u PYTHONPATH "$@"; }
 
@@ -56,29 +55,57 @@ if ! PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/de
   exit 1
 fi
 
-# ---- Python 3.11: the pinned stack in the runtime's own Python ---------------------------------
-install_pinned_stack() {
-  say "Python 3.11 runtime: installing the course's pinned stack (TensorFlow 2.14, TFF 0.87) into $PY;"
-  say "a minute or two the first time. (TFF 0.87 pins jax/jaxlib 0.4.14, which PyPI no longer has: the"
-  say "course installs 0.4.13 instead, see requirements-overrides.txt; pip check will name that pin.)"
+# ---- installing into the kernel's own Python ---------------------------------------------------
+# The course's requirements minus what Colab brings itself (Jupyter) or only CI needs.
+course_requirements() {
+  grep -v -E '^[[:space:]]*(#|$)' "$ROOT/requirements.txt" \
+    | grep -v -x -E '(jupyter|ipykernel|papermill|nbval|pytest|hypothesis)'
+}
+
+# kernel_install ARGS...: `uv pip install ARGS` into $PY; sets RESTART=1 when it replaced a
+# package the kernel had loaded ($COURSE_LOADED_MODULES), comparing freezes before and after.
+RESTART=0
+kernel_install() {
   local uv tmp code
   if ! uv="$(find_uv)"; then
     say "ERROR: uv is not available and could not be installed with pip. Runtime -> Disconnect and delete runtime, then Run all."
     return 1
   fi
   tmp="$(mktemp -d)"
-  # The course's requirements minus what Colab brings itself (Jupyter) or only CI needs.
-  grep -v -E '^[[:space:]]*(#|$)' "$ROOT/requirements.txt" \
-    | grep -v -x -E '(jupyter|ipykernel|papermill|nbval|pytest|hypothesis)' > "$tmp/requirements.txt"
   "$uv" pip freeze --python "$PY" > "$tmp/before.txt" 2>/dev/null
+  if ! "$uv" pip install --python "$PY" --break-system-packages -q "$@"; then
+    rm -rf "$tmp"
+    return 1
+  fi
+  "$uv" pip freeze --python "$PY" > "$tmp/after.txt" 2>/dev/null
+  # colab.py as a plain script (-P: not its folder on sys.path): it needs only the standard library
+  "$PY" -P "$ROOT/data_utils/colab.py" restart-check "$tmp/before.txt" "$tmp/after.txt"
+  code=$?
+  rm -rf "$tmp"
+  if [ "$code" = 3 ]; then
+    RESTART=1
+  elif [ "$code" != 0 ]; then
+    say "WARNING: could not tell whether a restart is needed (exit code $code); if imports fail, Runtime -> Restart session."
+  fi
+  return 0
+}
+
+# ---- Python 3.11: the pinned stack in the runtime's own Python ---------------------------------
+install_pinned_stack() {
+  say "Python 3.11 runtime: installing the course's pinned stack (TensorFlow 2.14, TFF 0.87) into $PY;"
+  say "a minute or two the first time. (TFF 0.87 pins jax/jaxlib 0.4.14, which PyPI no longer has: the"
+  say "course installs 0.4.13 instead, see requirements-overrides.txt; pip check will name that pin.)"
+  local reqs
+  reqs="$(mktemp)"
+  course_requirements > "$reqs"
   # -c lock: every package that is installed or changed gets exactly the version `make setup` uses.
-  if ! "$uv" pip install --python "$PY" --break-system-packages -q -r "$tmp/requirements.txt" \
-        -c "$ROOT/requirements-lock.txt" --override "$ROOT/requirements-overrides.txt"; then
+  if ! kernel_install -r "$reqs" -c "$ROOT/requirements-lock.txt" --override "$ROOT/requirements-overrides.txt"; then
+    rm -f "$reqs"
     say "ERROR: installing the pinned stack failed (uv's message is above)."
     say "If Colab's Python is not 3.11 any more: $CLICK"
     return 1
   fi
-  "$uv" pip freeze --python "$PY" > "$tmp/after.txt" 2>/dev/null
+  rm -f "$reqs"
   if ! "$PY" - <<'EOF'
 from importlib.metadata import PackageNotFoundError, version
 def v(name):
@@ -95,14 +122,10 @@ EOF
     say "ERROR: pip fell back to another TensorFlow Federated than 0.87.0; the course needs the pinned stack. $CLICK"
     return 1
   fi
-  pyrun "$PY" -m data_utils.colab restart-check "$tmp/before.txt" "$tmp/after.txt"
-  code=$?
-  rm -rf "$tmp"
-  if [ "$code" = 3 ]; then
+  if [ "$RESTART" = 1 ]; then
     say "Restart needed: the install replaced packages this runtime had already loaded."
     return 3
   fi
-  [ "$code" = 0 ] || say "WARNING: could not tell whether a restart is needed (exit code $code); if imports fail, Runtime -> Restart session."
   say "Ready: every notebook runs here as it does locally."
   return 0
 }
@@ -134,6 +157,19 @@ assert v("tensorflow-federated") == "0.87.0" and v("tensorflow").startswith("2.1
   return 0
 }
 
+# What the course needs besides TensorFlow and TFF (e.g. dp-accounting), installed into Colab's
+# newer Python when missing, at the newest releases (the 3.11 lock does not apply there).
+ensure_extras() {
+  local missing=() name
+  for name in $(course_requirements | sed -E 's/[<>=!~;[ ].*//' | grep -v -x -E '(tensorflow|tensorflow-federated)'); do
+    "$PY" -c 'import sys; from importlib.metadata import version; version(sys.argv[1])' "$name" >/dev/null 2>&1 \
+      || missing+=("$name")
+  done
+  [ "${#missing[@]}" = 0 ] && return 0
+  say "Installing what the course needs besides TensorFlow: ${missing[*]}"
+  kernel_install "${missing[@]}" || { say "ERROR: installing ${missing[*]} failed (uv's message is above)."; return 1; }
+}
+
 default_runtime() {
   local tf
   if ! tf="$("$PY" -c 'from importlib.metadata import PackageNotFoundError as E, version as v
@@ -148,17 +184,22 @@ else:
     return 1
   fi
   say "Python $PYVER runtime with Colab's TensorFlow $tf: the course's code runs on it as it is."
+  ensure_extras || return 1
+  local done_code=0
   if [ "$NEEDS_TFF" != 1 ]; then
-    say "This notebook does not need TensorFlow Federated: nothing to install."
-    return 0
-  fi
-  if build_side_env; then
+    say "This notebook does not need TensorFlow Federated: no side environment needed."
+  elif build_side_env; then
     say "This notebook runs its TFF work in the side environment (data_utils.sidecar); the rest runs here."
-    return 0
+  else
+    say "The TFF parts of this notebook will be skipped with a note; everything else runs."
+    say "To run the TFF parts too: $CLICK"
+    done_code=2
   fi
-  say "The TFF parts of this notebook will be skipped with a note; everything else runs."
-  say "To run the TFF parts too: $CLICK"
-  return 2
+  if [ "$RESTART" = 1 ]; then
+    say "Restart needed: the install replaced packages this runtime had already loaded."
+    return 3
+  fi
+  return "$done_code"
 }
 
 case "$PYVER" in

@@ -24,7 +24,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .env import in_colab
+# Only the standard library at the top: colab_setup.sh runs this file as a plain script
+# (``python -P data_utils/colab.py restart-check ...``) in a Python that may lack NumPy.
 
 TFF_PYTHON = (3, 11)
 TFF_VERSION = "0.87.0"
@@ -166,6 +167,8 @@ def describe_runtime(needs_tff: bool = True, probe_side_env: bool = True) -> Run
     tff_version = installed_version("tensorflow-federated")
     tff_ok = bool(tff_version and _major_minor(tff_version) >= (0, 80))
     tff_here = py == TFF_PYTHON and tff_ok and not keras3
+    from .env import in_colab
+
     notes = []
     if tf_version is None:
         notes.append(message("no_tensorflow"))
@@ -294,7 +297,7 @@ def restart_needed(before: str, after: str, loaded: str | None) -> tuple[bool, l
 
 
 def main(argv=None) -> int:
-    """``python -m data_utils.colab restart-check BEFORE AFTER``: exit 3 when the install between
+    """``python -P data_utils/colab.py restart-check BEFORE AFTER``: exit 3 when the install between
     the two freeze files replaced a module the kernel had loaded ($COURSE_LOADED_MODULES)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 3 and args[0] == "restart-check":
@@ -305,7 +308,7 @@ def main(argv=None) -> int:
                   + (" ..." if len(why) > 12 else ""))
             return RESTART_EXIT_CODE
         return 0
-    print("usage: python -m data_utils.colab restart-check BEFORE_FREEZE AFTER_FREEZE", file=sys.stderr)
+    print("usage: python -P data_utils/colab.py restart-check BEFORE_FREEZE AFTER_FREEZE", file=sys.stderr)
     return 2
 
 

@@ -337,7 +337,8 @@ def run_job(target: str, params: dict | None = None, *, mode: str = "auto",
     mode: ``"auto"`` (in this process when TFF works here, else in the side environment),
         ``"inprocess"`` or ``"sidecar"``.
     python: the side interpreter (default: :func:`find_side_python`).
-    timeout: seconds before the job is stopped and :class:`SidecarTimeout` raised.
+    timeout: seconds before a side-environment job is stopped and :class:`SidecarTimeout`
+        raised (a job in this process cannot be stopped from outside: it has no timeout).
     on_progress: called with every progress dict (e.g. to collect a live history);
     show: draw them (progress bar / printed lines); echo: print the job's other output lines.
 
@@ -356,6 +357,7 @@ def run_job(target: str, params: dict | None = None, *, mode: str = "auto",
     display = ProgressDisplay(desc or target.split(":")[-1]) if show else None
 
     def progress(event):
+        event = decode(*encode(event))  # plain values, whichever side the event came from
         if on_progress:
             on_progress(event)
         if display:

@@ -41,15 +41,23 @@ def pyenv_python(version: str) -> str | None:
     return shutil.which(f"python{version}")
 
 
-def fake_colab(tmp_path: Path, tensorflow: str | None = None) -> Path:
-    """A folder that, on PYTHONPATH, makes any Python 3 look like a Colab runtime."""
+# What Colab's default runtime has preinstalled that the course uses (besides TensorFlow).
+COLAB_PREINSTALLED = {"matplotlib": "3.10.0", "scikit-learn": "1.6.1", "tqdm": "4.67.1"}
+
+
+def fake_colab(tmp_path: Path, tensorflow: str | None = None, preinstalled: dict | None = None) -> Path:
+    """A folder that, on PYTHONPATH, makes any Python 3 look like a Colab runtime: the
+    ``google.colab`` module, and package metadata for TensorFlow and ``preinstalled``."""
     site = tmp_path / "fake_colab"
     (site / "google" / "colab").mkdir(parents=True, exist_ok=True)
     (site / "google" / "colab" / "__init__.py").write_text("# stand-in for Colab's module\n")
+    dists = dict(preinstalled or {})
     if tensorflow:
-        dist = site / f"tensorflow-{tensorflow}.dist-info"
+        dists["tensorflow"] = tensorflow
+    for name, version in dists.items():
+        dist = site / f"{name.replace('-', '_')}-{version}.dist-info"
         dist.mkdir(exist_ok=True)
-        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: tensorflow\nVersion: {tensorflow}\n")
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     return site
 
 
@@ -90,19 +98,37 @@ def test_outside_colab_it_refuses_and_points_at_make_setup(tmp_path):
     assert "not a Google Colab runtime" in out.stdout and "make setup" in out.stdout
 
 
-def default_runtime_standin(tmp_path):
-    python = pyenv_python("3.13") or pyenv_python("3.12")
-    if python is None:
+def default_runtime_standin(tmp_path, with_dp_accounting: bool = True):
+    """Colab's default runtime: a fresh Python 3.13 (or 3.12) virtual environment (so that an
+    install can only touch it) that looks like Colab with TensorFlow 2.21 and Colab's packages."""
+    base = pyenv_python("3.13") or pyenv_python("3.12")
+    if base is None:
         pytest.skip("no Python 3.12/3.13 interpreter to stand in for Colab's default runtime")
-    return python, fake_colab(tmp_path, tensorflow="2.21.0")
+    venv = tmp_path / "colab313"
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pre = dict(COLAB_PREINSTALLED, **({"dp-accounting": "0.6.0"} if with_dp_accounting else {}))
+    return str(venv / "bin" / "python"), fake_colab(tmp_path, tensorflow="2.21.0", preinstalled=pre)
 
 
 def test_default_runtime_without_tff_leaves_colab_alone(tmp_path):
     python, site = default_runtime_standin(tmp_path)
     out = run_setup(python, site, timeout=60, COURSE_NEEDS_TFF=0, COURSE_SIDE_VENV=tmp_path / "never")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "TensorFlow 2.21.0" in out.stdout and "nothing to install" in out.stdout
-    assert not (tmp_path / "never").exists()
+    assert "TensorFlow 2.21.0" in out.stdout and "no side environment needed" in out.stdout
+    assert "Installing" not in out.stdout and not (tmp_path / "never").exists()
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="run once, by the Python 3.11 test run")
+def test_default_runtime_installs_missing_course_packages_and_restarts_only_if_loaded(tmp_path):
+    """Colab's default runtime lacks dp-accounting (data_utils.privacy): it is installed there."""
+    python, site = default_runtime_standin(tmp_path, with_dp_accounting=False)
+    out = run_setup(python, site, COURSE_NEEDS_TFF=0, COURSE_LOADED_MODULES="os,sys")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Installing what the course needs besides TensorFlow: dp-accounting" in out.stdout
+    check = subprocess.run([python, "-c", "import dp_accounting"], capture_output=True)
+    assert check.returncode == 0
+    again = run_setup(python, site, COURSE_NEEDS_TFF=0, COURSE_LOADED_MODULES="os,sys,dp_accounting")
+    assert again.returncode == 0 and "Installing" not in again.stdout
 
 
 def test_default_runtime_side_env_failure_is_exit_2_with_the_way_out(tmp_path):
