@@ -404,7 +404,8 @@ def get_tff_fedavg(job_params: Mapping, log: Callable[[str], None] = print,
     exp, cfg, _ = job_config(dict(job_params))
     run, status = load_fedavg_run("fedavg_tff", exp.as_dict(), cfg)
     if run is not None:
-        log(f"fedavg_tff: reused notebook 04's saved run ({len(run['history'])} rounds)")
+        made_by = run["extra"].get("made_by", "04_tff_fedavg")
+        log(f"fedavg_tff: reused the saved run of {made_by} ({len(run['history'])} rounds)")
         return run["weights"], run["history"], "reused"
     log(f"fedavg_tff: {status}")
     from .sidecar import tff_available_here
@@ -527,9 +528,25 @@ def compare(name: str, value: float, ref_name: str, ref_value: float, tolerance:
     d = (float(value) - float(ref_value)) * 100
     head = f"{name} ({value:.4f}) is"
     if abs(d) <= tolerance * 100:
-        return (f"{head} on par with {ref_name} ({ref_value:.4f}): {d:+.2f} points, within "
-                f"{tolerance * 100:.1f}")
+        return (f"{head} on par with {ref_name} ({ref_value:.4f}): {d:+.2f} points, within the "
+                f"{tolerance * 100:.1f}-point tolerance")
     return f"{head} {abs(d):.2f} points {'above' if d > 0 else 'below'} {ref_name} ({ref_value:.4f})"
+
+
+def _points(value: float, reference: float) -> str:
+    """"1.23 points below" / "0.40 points above" / "level with"."""
+    d = round((float(value) - float(reference)) * 100, 2)
+    return "level with" if d == 0 else f"{abs(d):.2f} points {'below' if d < 0 else 'above'}"
+
+
+def tail_mean(values: Sequence[float], last: int = 3) -> float:
+    """The mean of the last ``last`` values of a learning curve (fewer if the curve is shorter):
+    a steadier summary of where a noisy FedAvg run ended than its final round alone."""
+    if not _is_int(last) or last < 1:
+        raise ValueError(f"last must be a positive integer, got {last!r}")
+    if len(values) == 0:
+        raise ValueError("the curve is empty")
+    return float(np.mean(np.asarray(values, dtype=np.float64)[-last:]))
 
 
 def relation(value: float, reference: float, tolerance: float = 0.005) -> str:
@@ -561,7 +578,8 @@ def what_we_learned(f: Mapping) -> list[str]:
     ``baseline``, ``fed_name``, ``fed`` (accuracy), ``fed_rounds``, ``fed_upload``,
     ``central_upload`` (bytes per client), ``local_mean``, ``local_min``, ``local_max``,
     ``uniform``, ``weighted``, ``sequential``, ``gainers``, ``losers``, ``scored_clients``,
-    ``gain_min``, ``gain_median``, ``gain_max``, ``hetero`` (label -> final accuracy),
+    ``gain_min``, ``gain_median``, ``gain_max`` (all absent or None: no local test splits),
+    ``hetero`` (label -> accuracy at the end, e.g. :func:`tail_mean`),
     ``hetero_order`` (labels, least skewed first), ``hetero_central``, ``binary`` (``central``,
     ``averaged``, ``local_mean``), ``paper`` (``central``, ``averaged``), ``smoke``."""
     out = []
@@ -570,7 +588,7 @@ def what_we_learned(f: Mapping) -> list[str]:
                + f"; each client uploaded {human_bytes(f['fed_upload'])} of model weights instead of "
                f"{human_bytes(f['central_upload'])} of raw images.")
     rel = relation(fed, f["local_mean"])
-    out.append(compare(f"The federated model", fed, "the mean local-only model", f["local_mean"]) + ". "
+    out.append(compare("The federated model", fed, "the mean local-only model", f["local_mean"]) + ". "
                + ({"above": ("It is also above the best single client "
                              f"({f['local_max']:.4f}): on the shared test set every client gains by joining"
                              if fed > f["local_max"] else
@@ -579,16 +597,19 @@ def what_we_learned(f: Mapping) -> list[str]:
                    "on par": "On the shared test set, federation bought nothing over training alone in this run",
                    "below": "In this run the federated model is WORSE than training alone on the shared test set"}[rel])
                + ".")
-    n = f["scored_clients"]
-    g, l = len(f["gainers"]), len(f["losers"])
-    out.append(f"On their own test splits, {g} of {n} clients gain from the federated model and {l} lose "
-               f"(gain from {f['gain_min']:+.4f} to {f['gain_max']:+.4f}, median {f['gain_median']:+.4f})"
-               + (": no client would have been better off alone." if l == 0 else
-                  f": for client(s) {', '.join(map(str, f['losers']))} their own model fits their own data better."))
+    if f.get("gainers") is None:
+        out.append("No client kept a local test split, so this run cannot say who gains from joining.")
+    else:
+        n, g, l = f["scored_clients"], len(f["gainers"]), len(f["losers"])
+        out.append(f"On their own test splits, {g} of {n} clients gain from the federated model and {l} lose "
+                   f"(gain from {f['gain_min']:+.4f} to {f['gain_max']:+.4f}, median {f['gain_median']:+.4f})"
+                   + (": no client would have been better off alone." if l == 0 else
+                      f": for client(s) {', '.join(map(str, f['losers']))} their own model fits their own data "
+                      "better."))
     best_one_shot = max(("uniform mean", f["uniform"]), ("example-weighted mean", f["weighted"]),
                         ("sequential k=0.5", f["sequential"]), key=lambda kv: kv[1])
-    out.append(compare(f"The best one-shot average, the {best_one_shot[0]},", best_one_shot[1],
-                       f"{f['fed_rounds']}-round FedAvg", fed)
+    out.append(f"Of the one-shot averages the {best_one_shot[0]} does best: "
+               + compare("it", best_one_shot[1], f"{f['fed_rounds']}-round FedAvg", fed)
                + (": averaging finished models once is not a substitute for averaging every round."
                   if relation(best_one_shot[1], fed) == "below" else
                   ": in this run one round of averaging finished models was enough."))
@@ -596,19 +617,17 @@ def what_we_learned(f: Mapping) -> list[str]:
                        f["weighted"])
                + ("; it weights the last client 1/2 and the first two 1/2^(n-1) each, so it is not a mean."))
     if f.get("hetero"):
-        sentence, held = order_sentence(f["hetero"], f["hetero_order"],
-                                        "FedAvg's final accuracy by partition", tolerance=0.005)
+        sentence, held = order_sentence(f["hetero"], f["hetero_order"], "FedAvg's accuracy by partition "
+                                        "(mean of the last rounds)", tolerance=0.005)
         worst = min(f["hetero"], key=f["hetero"].get)
         out.append(sentence + f" The centralized model on the same images reached {f['hetero_central']:.4f}; "
-                   + compare(worst, f["hetero"][worst], "it", f["hetero_central"]) + ".")
+                   f"the worst partition, {worst}, ends {_points(f['hetero'][worst], f['hetero_central'])} it.")
     if f.get("binary"):
         b, p = f["binary"], f["paper"]
-        def gap(averaged, central):
-            d = (averaged - central) * 100
-            return f"{abs(d):.2f} points {'below' if d < 0 else 'above'}" if d else "exactly level with"
-        out.append(f"Raj 2020's binary task: the paper's averaged model is {gap(p['averaged'], p['central'])} its "
-                   f"centralized one ({p['averaged']:.4f} vs {p['central']:.4f}); ours is "
-                   f"{gap(b['averaged'], b['central'])} ours ({b['averaged']:.4f} vs {b['central']:.4f}), and "
+        out.append(f"Raj 2020's binary task: the paper's averaged model is {_points(p['averaged'], p['central'])} "
+                   f"its centralized one ({p['averaged']:.4f} vs {p['central']:.4f}); ours is "
+                   f"{_points(b['averaged'], b['central'])} our centralized one ({b['averaged']:.4f} vs "
+                   f"{b['central']:.4f}), and "
                    + ("the averaged model beats the mean submodel" if b["averaged"] > b["local_mean"] else
                       "the averaged model does NOT beat the mean submodel")
                    + f" ({b['local_mean']:.4f}).")

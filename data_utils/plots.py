@@ -218,9 +218,10 @@ def per_class_accuracy_bars(values, class_names, title: str | None = None, ax=No
         ax.bar(x + (i - (len(names) - 1) / 2) * width, np.nan_to_num(a), width, label=name)
     ax.set_xticks(x)
     ax.set_xticklabels(class_names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("accuracy on the class")
-    ax.legend(fontsize=8, ncol=len(names), loc="lower right")
+    ax.legend(fontsize=8, ncol=len(names), loc="upper center")
     ax.set_title(title or "per-class accuracy on the shared test set")
     fig.tight_layout()
     return fig
@@ -238,15 +239,16 @@ def client_gain_plot(federated, local, baseline=None, names=("federated", "local
     fed = np.array([federated[c] for c in keep], dtype=float)
     loc = np.array([local[c] for c in keep], dtype=float)
     x = np.arange(len(keep))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(9, 0.9 * len(keep) + 4), 3.6),
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(min(16, max(9, 0.9 * len(keep) + 4)), 3.6),
                                    gridspec_kw={"width_ratios": [3, 2]})
     ax1.plot(x, fed, "o", color="tab:blue", label=names[0])
     ax1.plot(x, loc, "s", color="tab:orange", label=names[1])
     if baseline is not None:
         ax1.plot(x, np.array([baseline[c] for c in keep], dtype=float), "_", color="k", ms=14, label=names[2])
     ax1.vlines(x, np.minimum(fed, loc), np.maximum(fed, loc), color="grey", lw=1)
-    ax1.set_xticks(x)
-    ax1.set_xticklabels([str(c) for c in keep])
+    step = max(1, len(keep) // 20)   # at most about 20 client labels per axis
+    ax1.set_xticks(x[::step])
+    ax1.set_xticklabels([str(c) for c in keep][::step])
     ax1.set_xlabel("client")
     ax1.set_ylabel("accuracy on its own test split")
     ax1.legend(fontsize=8)
@@ -254,8 +256,8 @@ def client_gain_plot(federated, local, baseline=None, names=("federated", "local
     gain = fed - loc
     ax2.bar(x, gain, color=np.where(gain >= 0, "tab:green", "tab:red"))
     ax2.axhline(0, color="k", lw=0.8)
-    ax2.set_xticks(x)
-    ax2.set_xticklabels([str(c) for c in keep])
+    ax2.set_xticks(x[::step])
+    ax2.set_xticklabels([str(c) for c in keep][::step])
     ax2.set_xlabel("client")
     ax2.set_ylabel(f"{names[0]} - {names[1]}")
     ax2.set_title("gain from joining (green) or loss (red)")

@@ -234,7 +234,8 @@ def test_raj_2020_numbers_are_the_papers():
 def test_compare_and_relation():
     assert ev.compare("A", 0.8812, "B", 0.9005) == "A (0.8812) is 1.93 points below B (0.9005)"
     assert ev.compare("A", 0.95, "B", 0.90) == "A (0.9500) is 5.00 points above B (0.9000)"
-    assert "on par with B" in ev.compare("A", 0.901, "B", 0.90) and "+0.10 points" in ev.compare("A", 0.901, "B", 0.90)
+    assert ev.compare("A", 0.901, "B", 0.90) == ("A (0.9010) is on par with B (0.9000): +0.10 points, within the "
+                                                 "0.5-point tolerance")
     assert ev.relation(0.9, 0.8) == "above" and ev.relation(0.8, 0.9) == "below" and ev.relation(0.8, 0.803) == "on par"
     with pytest.raises(ValueError):
         ev.compare("A", 1, "B", 1, tolerance=-1)
@@ -271,9 +272,12 @@ def test_what_we_learned_quotes_the_numbers():
     assert "2.18 MB" in lessons[0] and "4.24 MB" in lessons[0]
     assert "every client gains by joining" in lessons[1]
     assert "3 of 3 clients gain" in lessons[2] and "no client would have been better off alone" in lessons[2]
+    assert "the example-weighted mean does best: it (0.7100) is 17.00 points below 20-round FedAvg" in lessons[3]
     assert "not a substitute" in lessons[3]
     assert "the expected order" in lessons[5] and "NOT" not in lessons[5]
-    assert "0.69 points below" in lessons[6] and "4.00 points below" in lessons[6]
+    assert "the worst partition, pathological (2 classes), ends 27.00 points below it" in lessons[5]
+    assert "0.69 points below its centralized one" in lessons[6]
+    assert "4.00 points below our centralized one" in lessons[6]
     assert "beats the mean submodel" in lessons[6]
     assert "smoke" not in text
 
@@ -287,7 +291,7 @@ def test_what_we_learned_changes_when_the_numbers_contradict_the_claims():
     assert "2 of 3 clients gain" in lessons[2] and "client(s) 1" in lessons[2]
     assert "one round of averaging finished models was enough" in lessons[3]
     assert "NOT the expected order" in lessons[5]
-    assert "1.00 points above ours" in lessons[6] and "does NOT beat the mean submodel" in lessons[6]
+    assert "1.00 points above our centralized one" in lessons[6] and "does NOT beat the mean submodel" in lessons[6]
     assert "smoke run" in lessons[-1]
     partly = ev.what_we_learned(_facts(local_max=0.90))
     assert "the best single client (0.9000) did better" in partly[1]
@@ -434,3 +438,46 @@ def test_notebook_05_table_matches_notebooks_02_03_and_04(tmp_path, monkeypatch)
     for s in r05["summary_table"]:
         assert s["accuracy"] == rows[s["model"]]["accuracy"] and s["f1"] == rows[s["model"]]["f1"]
     assert seconds["05_evaluation"] < 120, seconds
+
+
+# ---- notebook 05's figures (data_utils.plots) -------------------------------------------------
+def test_notebook_05_plots_draw_and_check_their_input():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data_utils import plots
+
+    fig = plots.per_class_accuracy_bars({"a": [0.5, np.nan, 0.9], "b": [0.4, 0.6, 0.8]}, ["x", "y", "z"])
+    assert len(fig.axes[0].patches) == 6
+    with pytest.raises(ValueError, match="one accuracy per class"):
+        plots.per_class_accuracy_bars({"a": [0.5, 0.9]}, ["x", "y", "z"])
+    fig2 = plots.client_gain_plot([0.9, None, 0.5], [0.8, None, 0.6], [0.95, None, 0.7])
+    bars = fig2.axes[1].patches
+    assert len(bars) == 2 and bars[0].get_height() == pytest.approx(0.1) and bars[1].get_height() == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="no client"):
+        plots.client_gain_plot([None], [None])
+    fig3 = plots.learning_curves({"IID": [0.5, 0.7], "skewed": [0.3, 0.4]}, reference=0.8)
+    assert len(fig3.axes[0].lines) == 3
+    with pytest.raises(ValueError, match="at least one curve"):
+        plots.learning_curves({})
+    plt.close("all")
+
+
+def test_what_we_learned_without_local_test_splits():
+    f = _facts()
+    for key in ("gainers", "losers", "scored_clients", "gain_min", "gain_median", "gain_max"):
+        f.pop(key)
+    lessons = ev.what_we_learned(f)
+    assert "cannot say who gains" in lessons[2] and len(lessons) == len(ev.what_we_learned(_facts()))
+
+
+def test_tail_mean():
+    assert ev.tail_mean([0.1, 0.5, 0.6, 0.7]) == pytest.approx(0.6)
+    assert ev.tail_mean([0.1, 0.5], last=3) == pytest.approx(0.3)
+    assert ev.tail_mean([0.4], last=1) == 0.4
+    with pytest.raises(ValueError, match="empty"):
+        ev.tail_mean([])
+    with pytest.raises(ValueError, match="last"):
+        ev.tail_mean([0.1], last=0)
