@@ -47,6 +47,9 @@ SMOKE_LEARNING_RATE = 1e-3
 OPTIMIZERS = ("adam", "sgd", "sgdm")  # sgdm = SGD with momentum 0.9
 LR_SCHEDULES = ("constant", "cosine")
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule")
+# Keras runs this many batches per call into TensorFlow: the same steps in the same order, but about
+# a third less CPU time per epoch for a model as small as cnn_small (measured: 4.2 s -> 2.7 s).
+STEPS_PER_EXECUTION = 32
 
 
 def is_smoke(exp: Experiment) -> bool:
@@ -106,7 +109,7 @@ class Trainer:
     moments), which is exactly a fresh optimizer, without Keras re-tracing its training step."""
 
     def __init__(self, model_name: str, input_shape, num_classes: int, optimizer: str = DEFAULT_OPTIMIZER,
-                 lr: float = DEFAULT_LEARNING_RATE):
+                 lr: float = DEFAULT_LEARNING_RATE, steps_per_execution: int = STEPS_PER_EXECUTION):
         import tensorflow as tf
 
         from .models import build_model
@@ -121,7 +124,7 @@ class Trainer:
                                                      momentum=0.9 if optimizer == "sgdm" else 0.0)
         self.model.compile(optimizer=self.optimizer,
                            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                           metrics=["accuracy"])
+                           metrics=["accuracy"], steps_per_execution=int(steps_per_execution))
 
     def reset(self, weights: Sequence[np.ndarray]) -> None:
         self.model.set_weights([np.asarray(w) for w in weights])

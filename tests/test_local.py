@@ -77,6 +77,9 @@ def test_reused_trainer_equals_fresh_one(small, artifacts):
     reused = L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0, trainer=trainer)
     fresh = L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0)
     assert same(reused, fresh)
+    one_step = L.Trainer(exp.model, data.input_shape, 10, "adam", 1e-3, steps_per_execution=1)
+    assert same(L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0, trainer=one_step), fresh), \
+        "running several steps per call must not change the training"
     with pytest.raises(ValueError, match="trainer was built for"):
         L.train_weights(exp.model, init, x2, y2, 1, 32, 1e-2, 0, trainer=trainer)
 
