@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 Weights = list  # a list of NumPy arrays, one per layer variable, as from model.get_weights()
+LR_SCHEDULES = ("constant", "cosine")
 
 
 # ---- averaging ---------------------------------------------------------------------------------
@@ -169,12 +170,29 @@ class FedAvgConfig:
     client_lr: float = 0.05
     server_lr: float = 1.0
     seed: int = 0
+    client_lr_schedule: str = "constant"  # or "cosine": decay client_lr over the rounds
+    client_momentum: float = 0.0  # SGD momentum of the clients (state restarts every round)
 
     def __post_init__(self):
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
         if not self.client_lr > 0 or not self.server_lr > 0:
             raise ValueError("client_lr and server_lr must be positive")
+        if not 0 <= self.client_momentum < 1:
+            raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
+        if self.client_lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown client_lr_schedule {self.client_lr_schedule!r}; choose one of "
+                             f"{', '.join(LR_SCHEDULES)}")
+
+    def client_lr_for_round(self, round_num: int) -> float:
+        """The clients' learning rate in round ``round_num`` (1-based): ``client_lr`` every round,
+        or a cosine decay from ``client_lr`` in round 1 towards zero (never reached)."""
+        if round_num < 1:
+            raise ValueError(f"rounds are numbered from 1, got {round_num}")
+        from .local import epoch_learning_rate
+
+        return epoch_learning_rate(self.client_lr, round_num - 1, max(self.rounds, round_num),
+                                   self.client_lr_schedule)
 
 
 @dataclass
@@ -213,12 +231,34 @@ def curve_difference(history_a: Sequence, history_b: Sequence, key: str = "test_
     return np.abs(a - b)
 
 
+def reset_optimizer(model) -> None:
+    """Give ``model``'s optimizer a fresh state (step counter, momentum) while keeping its
+    learning rate: every client starts every round with a new optimizer, as in TFF."""
+    optimizer = model.optimizer
+    lr = float(np.asarray(optimizer.learning_rate))
+    for var in optimizer.variables:
+        var.assign(np.zeros(var.shape, dtype=np.dtype(var.dtype.name if hasattr(var.dtype, "name") else var.dtype)))
+    optimizer.learning_rate.assign(lr)  # Keras 3 keeps the learning rate among the variables
+
+
 def local_train(model, weights: Weights, dataset) -> Weights:
-    """Client update: start from ``weights``, run SGD over ``dataset`` once (the dataset already
-    holds every local epoch), return the new weights. ``model`` must be compiled with SGD."""
+    """Client update: start from ``weights`` with a fresh optimizer state, run SGD over
+    ``dataset`` once (the dataset already holds every local epoch), return the new weights.
+    ``model`` must be compiled with SGD (:func:`client_model`)."""
     model.set_weights(weights)
+    if model.optimizer.variables:  # built by an earlier fit
+        reset_optimizer(model)
     model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     return model.get_weights()
+
+
+def client_model(model_name: str, input_shape, num_classes: int, cfg: FedAvgConfig):
+    """A Keras model compiled as the clients' trainer for ``cfg``: SGD with ``cfg.client_lr``
+    and ``cfg.client_momentum``."""
+    from .models import build_model, compile_model
+
+    return compile_model(build_model(model_name, input_shape, num_classes),
+                         learning_rate=cfg.client_lr, momentum=cfg.client_momentum)
 
 
 def fedavg_round(model, global_weights: Weights, clients: ClientArrays, sampled: Sequence[int],
@@ -270,9 +310,13 @@ def run_fedavg(model, initial_weights: Weights, clients: ClientArrays, cfg: FedA
     for r in rounds:
         sampled = sample_clients(len(clients), m, r, cfg.seed)
         start = time.perf_counter()
+        if cfg.client_lr_schedule != "constant":  # else the model keeps the rate it was compiled with
+            model.optimizer.learning_rate.assign(cfg.client_lr_for_round(r))
         weights, n = fedavg_round(model, weights, clients, sampled, cfg, r, aggregate, client_update)
         seconds = time.perf_counter() - start
         metrics = evaluate(weights) if evaluate else {}
+        if cfg.client_lr_schedule != "constant":
+            metrics = dict(metrics, client_lr=cfg.client_lr_for_round(r))
         history.append(RoundRecord(r, [int(c) for c in sampled], n, seconds, metrics))
         if progress and metrics:
             rounds.set_postfix({k: round(v, 4) for k, v in metrics.items()

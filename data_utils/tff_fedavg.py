@@ -74,16 +74,18 @@ def element_spec(input_shape):
 
 
 def build_fedavg(model_name: str, input_shape, num_classes: int, client_lr: float,
-                 server_lr: float = 1.0, model_aggregator=None):
+                 server_lr: float = 1.0, model_aggregator=None, client_momentum: float = 0.0):
     """``tff.learning.algorithms.build_weighted_fed_avg`` with SGD on clients and server
-    (``tff.learning.optimizers.build_sgdm``), examples-weighted."""
+    (``tff.learning.optimizers.build_sgdm``; the clients' with ``client_momentum`` if > 0),
+    examples-weighted."""
     tff = import_tff()
     kwargs = {}
     if model_aggregator is not None:
         kwargs["model_aggregator"] = model_aggregator
     return tff.learning.algorithms.build_weighted_fed_avg(
         keras_model_fn(model_name, input_shape, num_classes, element_spec(input_shape)),
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_lr),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(
+            learning_rate=client_lr, momentum=client_momentum if client_momentum > 0 else None),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_lr),
         **kwargs,
     )
@@ -129,6 +131,10 @@ def run_tff_fedavg(process, state, clients: ClientArrays, cfg: FedAvgConfig,
     for r in rounds:
         sampled = sample_clients(len(clients), m, r, cfg.seed)
         start = time.perf_counter()
+        if cfg.client_lr_schedule != "constant":  # the client learning rate lives in the state
+            hparams = process.get_hparams(state)
+            hparams["client_work"]["learning_rate"] = np.float32(cfg.client_lr_for_round(r))
+            state = process.set_hparams(state, hparams)
         result = process.next(state, federated_data(clients, sampled, cfg, r))
         state = result.state
         seconds = time.perf_counter() - start
@@ -137,6 +143,8 @@ def run_tff_fedavg(process, state, clients: ClientArrays, cfg: FedAvgConfig,
                    "train_accuracy": float(train["sparse_categorical_accuracy"])}
         if evaluate:
             metrics.update(evaluate(state_weights(process, state)))
+        if cfg.client_lr_schedule != "constant":
+            metrics["client_lr"] = cfg.client_lr_for_round(r)
         n = int(sum(len(clients.indices[c]) for c in sampled))
         history.append(RoundRecord(r, [int(c) for c in sampled], n, seconds, metrics))
         if on_round:

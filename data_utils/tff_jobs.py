@@ -22,11 +22,14 @@ from .experiment import Experiment
 
 # Parameters of the job besides the experiment's (DATASET, NUM_CLIENTS, PARTITION, ALPHA, ...).
 JOB_DEFAULTS: dict[str, Any] = {
+    # notebook 04's workshop defaults
     "ROUNDS": 10,
-    "CLIENTS_PER_ROUND": None,   # None: every client, every round
-    "LOCAL_EPOCHS": 1,
+    "CLIENTS_PER_ROUND": 2,      # None: every client, every round
+    "LOCAL_EPOCHS": 5,
     "BATCH_SIZE": 20,            # None: one full batch per local epoch (FedSGD with LOCAL_EPOCHS=1)
-    "CLIENT_LR": 0.05,
+    "CLIENT_LR": 0.1,
+    "CLIENT_LR_SCHEDULE": "cosine",  # or "constant"
+    "CLIENT_MOMENTUM": 0.0,      # client SGD momentum (0: plain SGD)
     "SERVER_LR": 1.0,
     "SMOKE": False,
     "FED_EVAL": True,            # federated evaluation on the clients' local test splits
@@ -38,7 +41,8 @@ JOB_DEFAULTS: dict[str, Any] = {
 TF_TUTORIAL_PRESET: dict[str, Any] = {
     "PARTITION": "iid", "LOCAL_TEST_FRACTION": 0.0, "EXAMPLES_PER_CLIENT": 100,
     "BATCH_SIZE": 20, "CLIENT_LR": 0.02, "SERVER_LR": 1.0, "ROUNDS": 10,
-    "LOCAL_EPOCHS": 1, "CLIENTS_PER_ROUND": None,
+    "LOCAL_EPOCHS": 1, "CLIENTS_PER_ROUND": None, "CLIENT_LR_SCHEDULE": "constant",
+    "CLIENT_MOMENTUM": 0.0,
 }
 PRESETS = {"tf_tutorial": TF_TUTORIAL_PRESET}
 
@@ -97,7 +101,8 @@ def job_config(params: dict):
                        clients_per_round=opts["CLIENTS_PER_ROUND"],
                        local_epochs=int(opts["LOCAL_EPOCHS"]), batch_size=opts["BATCH_SIZE"],
                        client_lr=float(opts["CLIENT_LR"]), server_lr=float(opts["SERVER_LR"]),
-                       seed=int(exp.seed))
+                       seed=int(exp.seed), client_lr_schedule=opts["CLIENT_LR_SCHEDULE"],
+                       client_momentum=float(opts["CLIENT_MOMENTUM"]))
     return exp, cfg, opts
 
 
@@ -109,7 +114,8 @@ def build_process(params: dict):
 
     exp, cfg, _ = job_config(params)
     data = load_data(exp)
-    return build_fedavg(exp.model, data.input_shape, data.num_classes, cfg.client_lr, cfg.server_lr)
+    return build_fedavg(exp.model, data.input_shape, data.num_classes, cfg.client_lr, cfg.server_lr,
+                        client_momentum=cfg.client_momentum)
 
 
 def federated_evaluation(model_name: str, input_shape, num_classes: int, weights,

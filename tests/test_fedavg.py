@@ -265,6 +265,49 @@ def test_run_fedavg_is_deterministic_and_records_history():
     assert row["round"] == 1 and "norm" in row and row["num_examples"] == h1[0].num_examples
 
 
+def test_client_lr_schedule():
+    cfg = FedAvgConfig(rounds=10, client_lr=0.1, client_lr_schedule="cosine")
+    lrs = [cfg.client_lr_for_round(r) for r in range(1, 11)]
+    assert lrs[0] == 0.1 and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] > 0
+    assert FedAvgConfig(rounds=3, client_lr=0.1).client_lr_for_round(3) == 0.1
+    with pytest.raises(ValueError, match="client_lr_schedule"):
+        FedAvgConfig(client_lr_schedule="step")
+    with pytest.raises(ValueError):
+        cfg.client_lr_for_round(0)
+
+
+def test_run_fedavg_follows_the_client_lr_schedule():
+    clients, w0, make = _setup()
+    cfg = FedAvgConfig(rounds=2, local_epochs=1, batch_size=8, client_lr=0.2, client_lr_schedule="cosine")
+    weights, history = run_fedavg(make(0.2), w0, clients, cfg, progress=False)
+    assert [r.metrics["client_lr"] for r in history] == [0.2, cfg.client_lr_for_round(2)]
+    step1, _ = fedavg_round(make(0.2), w0, clients, [0, 1, 2], cfg, 1)
+    step2, _ = fedavg_round(make(cfg.client_lr_for_round(2)), step1, clients, [0, 1, 2], cfg, 2)
+    for a, b in zip(weights, step2):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_each_client_starts_with_a_fresh_optimizer():
+    """With momentum, client 1 must not inherit client 0's velocity: one shared trainer gives
+    the same result as a new model per client (TFF restarts the client optimizer too)."""
+    from data_utils.fedavg import client_model, local_train
+
+    clients, w0, _ = _setup()
+    cfg = FedAvgConfig(rounds=1, local_epochs=1, batch_size=8, client_lr=0.05, client_momentum=0.9)
+    shared, _ = fedavg_round(client_model("cnn_small", SHAPE, 10, cfg), w0, clients, [0, 1], cfg, 1)
+    separate = []
+    for c in (0, 1):
+        x, y = clients[c]
+        separate.append(local_train(client_model("cnn_small", SHAPE, 10, cfg), w0,
+                                    client_dataset(x, y, 1, 8, cfg.seed, 1, c)))
+    expected = weighted_average(separate, [len(clients[0][0]), len(clients[1][0])])
+    for a, b in zip(shared, expected):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert float(np.asarray(client_model("cnn_small", SHAPE, 10, cfg).optimizer.learning_rate)) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="client_momentum"):
+        FedAvgConfig(client_momentum=1.0)
+
+
 def test_hooks_aggregate_and_client_update():
     clients, w0, make = _setup()
     cfg = FedAvgConfig(rounds=1, local_epochs=1, batch_size=8)

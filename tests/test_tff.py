@@ -28,7 +28,7 @@ def test_job_config_splits_experiment_and_fedavg_settings():
     assert exp.train_limit is not None  # smoke
     assert (cfg.rounds, cfg.clients_per_round, cfg.client_lr, cfg.server_lr, cfg.batch_size,
             cfg.local_epochs, cfg.seed) == (4, 3, 0.1, 0.5, 32, 2, 123)
-    _, cfg_all, _ = job_config({})
+    _, cfg_all, _ = job_config({"CLIENTS_PER_ROUND": None})
     assert cfg_all.client_fraction == 1.0 and cfg_all.clients_per_round is None
     assert cfg_all.rounds == JOB_DEFAULTS["ROUNDS"]
 
@@ -65,8 +65,8 @@ CHILD = textwrap.dedent("""
     import json, sys
     import numpy as np
     from data_utils.experiment import client_arrays, get_partition, load_data
-    from data_utils.fedavg import curve_difference, run_fedavg
-    from data_utils.models import WeightsEvaluator, build_model, compile_model
+    from data_utils.fedavg import client_model, curve_difference, run_fedavg
+    from data_utils.models import WeightsEvaluator
     from data_utils.tff_jobs import job_config, tff_fedavg_job
 
     out = {}
@@ -77,7 +77,7 @@ CHILD = textwrap.dedent("""
         data = load_data(exp)
         clients = client_arrays(exp, data, get_partition(exp, data, log=lambda s: None))
         evaluate = WeightsEvaluator(exp.model, data.input_shape, data.num_classes, data.x_test, data.y_test)
-        model = compile_model(build_model(exp.model, data.input_shape, data.num_classes), cfg.client_lr)
+        model = client_model(exp.model, data.input_shape, data.num_classes, cfg)
         weights, history = run_fedavg(model, result["initial_weights"], clients, cfg,
                                       evaluate=evaluate, progress=False)
         out[name] = {
@@ -94,6 +94,7 @@ CHILD = textwrap.dedent("""
             "signatures": result["type_signatures"],
             "state_fields": result["state_fields"],
             "train_loss": [r["train_loss"] for r in result["history"]],
+            "client_lrs": [r.get("client_lr") for r in result["history"]],
             "json_ok": bool(json.dumps({k: v for k, v in result.items()
                                         if k not in ("initial_weights", "final_weights")})),
         }
@@ -130,11 +131,13 @@ def test_tff_fedavg_equals_manual_fedavg(tmp_path):
     """Same initial weights, same clients in the same order, same optimizer settings: TFF's
     FedAvg and the manual loop reach the same test accuracy every round (within 0.005)."""
     common = {"SMOKE": True, "ROUNDS": 3, "BATCH_SIZE": 20, "CLIENT_LR": 0.05, "SERVER_LR": 1.0,
+              "CLIENTS_PER_ROUND": None, "LOCAL_EPOCHS": 1, "CLIENT_LR_SCHEDULE": "constant",
               "TENSORBOARD_DIR": str(tmp_path / "tb")}
     params = {
         "defaults": dict(common),
         "dirichlet": dict(common, NUM_CLIENTS=7, PARTITION="dirichlet", ALPHA=0.5, SEED=123,
-                          CLIENTS_PER_ROUND=4, LOCAL_EPOCHS=2, SERVER_LR=0.8, FED_EVAL=False),
+                          CLIENTS_PER_ROUND=4, LOCAL_EPOCHS=2, SERVER_LR=0.8, FED_EVAL=False,
+                          CLIENT_LR_SCHEDULE="cosine", CLIENT_MOMENTUM=0.9),
     }
     out = run_child(params, tmp_path)
     for name, res in out.items():
@@ -143,7 +146,7 @@ def test_tff_fedavg_equals_manual_fedavg(tmp_path):
         diffs = np.abs(np.array(res["tff"]) - np.array(res["manual"]))
         assert diffs.max() <= 0.005, (name, res["tff"], res["manual"])
         assert np.isclose(res["max_diff"], diffs.max())
-        assert res["max_weight_diff"] < 1e-2, name  # float32 rounding only, no systematic drift
+        assert res["max_weight_diff"] < 2e-3, name  # float32 rounding only (measured 1e-7 to 1.4e-4)
         assert res["tff"][-1] > res["initial_accuracy"] + 0.2, name  # it really trained
         assert res["progress_rounds"] == [1, 2, 3]
         assert res["json_ok"]
@@ -154,4 +157,6 @@ def test_tff_fedavg_equals_manual_fedavg(tmp_path):
     fed = out["defaults"]["fed_eval"]
     assert fed["num_clients"] == 10 and 0.3 < fed["accuracy"] <= 1.0 and fed["num_examples"] > 0
     assert out["dirichlet"]["fed_eval"] is None
+    lrs = out["dirichlet"]["client_lrs"]
+    assert lrs[0] == 0.05 and lrs[0] > lrs[1] > lrs[2] > 0  # the cosine schedule reached TFF's state
     assert list((tmp_path / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
