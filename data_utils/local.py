@@ -153,6 +153,20 @@ class Trainer:
         return [np.array(w) for w in self.model.get_weights()]
 
 
+_TRAINERS: dict = {}
+
+
+def shared_trainer(model_name: str, input_shape, num_classes: int, optimizer: str = DEFAULT_OPTIMIZER,
+                   lr: float = DEFAULT_LEARNING_RATE, rebuild: bool = False) -> Trainer:
+    """One :class:`Trainer` per (model, input shape, classes, optimizer, learning rate) in this
+    process, so the baseline and every client reuse one traced training step (``rebuild``: make
+    a new one, e.g. after a TFF computation invalidated the old Keras model)."""
+    spec = (model_name, tuple(input_shape), int(num_classes), optimizer, float(lr))
+    if rebuild or spec not in _TRAINERS:
+        _TRAINERS[spec] = Trainer(model_name, input_shape, num_classes, optimizer, lr)
+    return _TRAINERS[spec]
+
+
 def train_weights(model_name: str, init_weights: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray,
                   epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE,
                   lr: float = DEFAULT_LEARNING_RATE, seed: int = 0, optimizer: str = DEFAULT_OPTIMIZER,
@@ -163,19 +177,26 @@ def train_weights(model_name: str, init_weights: Sequence[np.ndarray], x: np.nda
 
     Each epoch visits every example once in its own order, a pure function of (``seed``,
     ``stream``, epoch), in batches of ``batch_size``; the learning rate follows ``lr_schedule``.
-    The same arguments always give the same weights. ``trainer`` (a :class:`Trainer` with the
-    same model and optimizer) avoids rebuilding the model when training many clients;
+    The same arguments always give the same weights. The Keras model doing the work is
+    :func:`shared_trainer`'s (or ``trainer``, a :class:`Trainer` with the same model and optimizer);
     ``on_epoch_end(epoch, logs)`` is called after each epoch (progress bars)."""
     _check_config(epochs, batch_size, optimizer, lr, lr_schedule)
     x = np.asarray(x)
     if num_classes is None:
         num_classes = int(np.asarray(init_weights[-1]).shape[-1])
     spec = (model_name, tuple(x.shape[1:]), int(num_classes), optimizer, float(lr))
-    if trainer is None:
-        trainer = Trainer(model_name, x.shape[1:], num_classes, optimizer, lr)
-    elif trainer.spec != spec:
-        raise ValueError(f"trainer was built for {trainer.spec}, but this training needs {spec}")
-    return trainer.train(init_weights, x, y, epochs, batch_size, seed, stream, lr_schedule, on_epoch_end)
+    if trainer is not None:
+        if trainer.spec[:5] != spec:
+            raise ValueError(f"trainer was built for {trainer.spec[:5]}, but this training needs {spec}")
+        return trainer.train(init_weights, x, y, epochs, batch_size, seed, stream, lr_schedule, on_epoch_end)
+    trainer = shared_trainer(*spec)
+    try:
+        return trainer.train(init_weights, x, y, epochs, batch_size, seed, stream, lr_schedule, on_epoch_end)
+    except ValueError as err:  # Keras 2: a TFF build since the last call invalidated the model
+        if "invalid state" not in str(err):
+            raise
+        return shared_trainer(*spec, rebuild=True).train(init_weights, x, y, epochs, batch_size, seed, stream,
+                                                         lr_schedule, on_epoch_end)
 
 
 # ---- the two kinds of models the course compares with federated learning --------------------------
@@ -262,7 +283,6 @@ def get_local_models(exp: Experiment, data: ImageDataset | None = None,
 
     def compute():
         bar = _bar(partition.num_clients * cfg["epochs"], "local models", progress)
-        trainer = Trainer(exp.model, data.input_shape, data.num_classes, cfg["optimizer"], cfg["lr"])
         models = []
         try:
             for c, idx in enumerate(partition.train):
@@ -276,7 +296,7 @@ def get_local_models(exp: Experiment, data: ImageDataset | None = None,
                 models.append(train_weights(exp.model, init, data.x_train[idx], data.y_train[idx],
                                             cfg["epochs"], cfg["batch_size"], cfg["lr"], exp.seed,
                                             cfg["optimizer"], cfg["lr_schedule"], data.num_classes,
-                                            stream=c + 1, trainer=trainer, on_epoch_end=tick))
+                                            stream=c + 1, on_epoch_end=tick))
         finally:
             if bar is not None:
                 bar.close()

@@ -75,13 +75,34 @@ def test_reused_trainer_equals_fresh_one(small, artifacts):
     x1, y1, x2, y2 = data.x_train[:300], data.y_train[:300], data.x_train[300:700], data.y_train[300:700]
     L.train_weights(exp.model, init, x1, y1, 2, 32, 1e-3, 0, trainer=trainer)  # leaves optimizer state
     reused = L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0, trainer=trainer)
-    fresh = L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0)
-    assert same(reused, fresh)
+    fresh = L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0,
+                            trainer=L.Trainer(exp.model, data.input_shape, 10, "adam", 1e-3))
+    shared = L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0)  # the process-wide trainer
+    assert same(reused, fresh) and same(shared, fresh)
     one_step = L.Trainer(exp.model, data.input_shape, 10, "adam", 1e-3, steps_per_execution=1)
     assert same(L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0, trainer=one_step), fresh), \
         "running several steps per call must not change the training"
     with pytest.raises(ValueError, match="trainer was built for"):
         L.train_weights(exp.model, init, x2, y2, 1, 32, 1e-2, 0, trainer=trainer)
+
+
+def test_shared_trainer_is_rebuilt_when_keras_invalidated_it(small, artifacts, monkeypatch):
+    exp, data = small
+    init = initial_weights(exp, data, log=lambda s: None)
+    x, y = data.x_train[:200], data.y_train[:200]
+    expected = L.train_weights(exp.model, init, x, y, 1, 32, 1e-3, 0)
+    old = L.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3)
+
+    def invalidated(*args, **kwargs):  # what Keras 2 raises after a TFF build
+        raise ValueError("Your Layer or Model is in an invalid state.")
+    monkeypatch.setattr(old, "train", invalidated)
+    assert same(L.train_weights(exp.model, init, x, y, 1, 32, 1e-3, 0), expected)
+    assert L.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3) is not old
+    monkeypatch.setattr(L.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3), "train",
+                        lambda *a, **k: (_ for _ in ()).throw(ValueError("other problem")))
+    with pytest.raises(ValueError, match="other problem"):
+        L.train_weights(exp.model, init, x, y, 1, 32, 1e-3, 0)
+    L.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3, rebuild=True)
 
 
 def test_model_never_predicts_classes_it_never_saw(small, artifacts):
