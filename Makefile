@@ -47,8 +47,9 @@ PY313_DESELECT := --deselect tests/test_bench.py::test_bench_smoke_end_to_end \
 py313:
 	@bash scripts/setup_py313.sh
 
-## In .venv313: the unit tests that need no TFF, every notebook that runs without TFF in its
-## kernel (smoke mode), and notebook 04's TFF training through the side environment (.venv).
+## In .venv313: the unit tests that need no TFF, the notebooks without TFF and notebooks 00 and 04
+## (their TFF work through the side environment, .venv) in smoke mode, and notebook 04's TFF job
+## through the runner. COURSE_PY313_ALL=1: every notebook that can run there.
 test-py313: setup py313
 	@echo "== Python 3.13 + newest TensorFlow (Keras 3): unit tests without TFF =="
 	@$(PY313) -m pytest -q -p no:randomly tests -m "not tff and not notebooks" $(PY313_DESELECT)
