@@ -365,9 +365,9 @@ def get_binary_models(task: BinaryTask, data, model_name: str, seed: int, train_
 
 # ---- the federated models -------------------------------------------------------------------------
 def _fedavg_trainer(exp, data, cfg):
-    from .models import build_model, compile_model
+    from .fedavg import client_model
 
-    return compile_model(build_model(exp.model, data.input_shape, data.num_classes), cfg.client_lr)
+    return client_model(exp.model, data.input_shape, data.num_classes, cfg)
 
 
 def get_manual_fedavg(exp, cfg, data, partition, init, log: Callable[[str], None] = print,

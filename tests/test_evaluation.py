@@ -379,6 +379,37 @@ def test_get_binary_models_trains_from_one_start_and_reuses(artifacts):
 
 
 # ---- notebook 05 against notebooks 02 and 04 ----------------------------------------------------
+def _parameter_defaults(stem: str) -> dict:
+    import ast
+
+    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    out = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass  # e.g. SMOKE = os.environ.get(...)
+    return out
+
+
+def test_notebook_05_defaults_are_those_of_notebooks_02_and_04():
+    """Notebook 05 reuses notebook 04's saved FedAvg runs (and 02's models) only when it asks for
+    the same parameters: its defaults must be theirs, or `make course` retrains everything."""
+    nb05 = _parameter_defaults("05_evaluation")
+    for stem in ("02_local_training", "04_tff_fedavg"):
+        other = _parameter_defaults(stem)
+        shared = sorted(set(nb05) & set(other) - {"RESULTS_DIR"})
+        if stem == "02_local_training":
+            shared = [k for k in shared if k != "BATCH_SIZE"]  # 02's is the local-training batch
+        assert {"SEED", "NUM_CLIENTS", "PARTITION"} <= set(shared)
+        assert {k: nb05[k] for k in shared} == {k: other[k] for k in shared}, stem
+    fedavg_names = {"ROUNDS", "CLIENTS_PER_ROUND", "LOCAL_EPOCHS", "BATCH_SIZE", "CLIENT_LR",
+                    "CLIENT_LR_SCHEDULE", "CLIENT_MOMENTUM", "SERVER_LR", "PRESET"}
+    assert fedavg_names & set(_parameter_defaults("04_tff_fedavg")) <= set(nb05)
+
+
 @pytest.mark.notebooks
 def test_notebook_05_table_matches_notebooks_02_03_and_04(tmp_path, monkeypatch):
     """Run 02, 03, 04 and 05 in order (smoke, the same non-default parameters, shared artifacts
