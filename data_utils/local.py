@@ -129,7 +129,8 @@ class Trainer:
     def reset(self, weights: Sequence[np.ndarray]) -> None:
         self.model.set_weights([np.asarray(w) for w in weights])
         for var in self.optimizer.variables:
-            var.assign(np.zeros(var.shape, dtype=var.dtype.as_numpy_dtype))
+            # Keras 2: a tf.DType; Keras 3: a string such as "float32"
+            var.assign(np.zeros(var.shape, dtype=np.dtype(getattr(var.dtype, "as_numpy_dtype", var.dtype))))
 
     def train(self, init_weights, x, y, epochs: int, batch_size: int, seed: int, stream: int = 0,
               lr_schedule: str = DEFAULT_LR_SCHEDULE,
