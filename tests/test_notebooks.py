@@ -18,6 +18,8 @@ PARAMS = {
     "03": {"NUM_CLIENTS": 7, "PARTITION": "dirichlet", "ALPHA": 0.5, "SEED": 123},
     "04": {"NUM_CLIENTS": 7, "PARTITION": "dirichlet", "ALPHA": 0.5, "SEED": 123},
     "05": {"NUM_CLIENTS": 7, "PARTITION": "dirichlet", "ALPHA": 0.5, "SEED": 123},
+    "06": {"NUM_CLIENTS": 7, "PARTITION": "dirichlet", "ALPHA": 0.5, "SEED": 123},
+    "07": {"NUM_CLIENTS": 7, "PARTITION": "dirichlet", "ALPHA": 0.5, "SEED": 123},
 }
 # Smoke-mode wall-clock limits from the issues, in seconds (kernel start included).
 LIMITS = {"00": 60, "01": 60, "02": 60, "03": 90, "04": 90, "05": 120, "06": 120, "07": 120}
