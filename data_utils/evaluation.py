@@ -330,7 +330,7 @@ def get_binary_models(task: BinaryTask, data, model_name: str, seed: int, train_
     :func:`data_utils.local.training_config`. Saved as ``build/artifacts/binary_models.npz``
     and reused only when every input matches."""
     from .artifacts import cached_weights
-    from .local import Trainer, fingerprint, train_weights
+    from .local import fingerprint, train_weights
     from .models import build_model
 
     cfg = dict(train_config)
@@ -348,13 +348,12 @@ def get_binary_models(task: BinaryTask, data, model_name: str, seed: int, train_
         def tick(epoch, logs):
             if bar is not None:
                 bar.update(1)
-        trainer = Trainer(model_name, data.input_shape, 2, cfg["optimizer"], cfg["lr"])
         out = []
         try:
             for i, idx in enumerate((task.train, *task.clients)):
                 out.append(train_weights(model_name, init, data.x_train[idx], task.labels(data.y_train[idx]),
                                          cfg["epochs"], cfg["batch_size"], cfg["lr"], seed, cfg["optimizer"],
-                                         cfg["lr_schedule"], 2, stream=i, trainer=trainer, on_epoch_end=tick))
+                                         cfg["lr_schedule"], 2, stream=i, on_epoch_end=tick))
         finally:
             if bar is not None:
                 bar.close()
