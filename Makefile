@@ -13,6 +13,7 @@ setup:
 ## Run the whole course headless (papermill, workshop defaults) and print its summary.
 course: setup
 	@$(PY) scripts/run_course.py
+	@bash scripts/check_no_worker_binary.sh
 
 ## Unit tests, then every notebook in smoke mode (papermill with parameters, then nbval).
 test: setup

@@ -13,7 +13,6 @@ import argparse
 import ast
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -109,6 +108,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    subprocess.run(["pkill", "-f", "tensorflow_federated/.*worker_binary"], check=False)
-    sys.exit(code)
+    sys.exit(main())

@@ -1,7 +1,6 @@
 """DP accounting helpers (against the analytic Gaussian mechanism) and, in a subprocess, TFF's DP
 and robust aggregators as the course builds them."""
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -124,7 +123,7 @@ def test_tff_dp_and_robust_aggregators_in_a_child_process():
     from data_utils.sidecar import run_job
 
     out = run_job("tests.test_privacy:tff_aggregator_checks_job", {}, mode="sidecar",
-                  python=sys.executable, timeout=600, show=False, echo=False)
+                  timeout=600, show=False, echo=False)
     assert out["fixed_clip_err"] < 1e-6
     assert out["noise_std"] == pytest.approx(2.0 * 0.5 / 4, rel=0.1)
     assert out["adaptive_finite"]
