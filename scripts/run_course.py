@@ -95,11 +95,12 @@ def main(argv=None) -> int:
             print(f"    executed copy with the traceback: {out_dir / nb.name}")
             continue
         timings[nb.name] = time.perf_counter() - start
-        results = read_results(nb.stem)
+        results = read_results(nb.stem, params.get("RESULTS_DIR"))
         print(f"    {timings[nb.name]:.0f} s; " + (summarize(results) if results
                                                   else "wrote no results JSON"), flush=True)
-    print(f"\nresults JSON in {results_dir()}; executed notebooks in {out_dir}")
-    print_course_table(read_results("05_evaluation"))
+    print(f"\nresults JSON in {results_dir(params.get('RESULTS_DIR'))}; executed notebooks in {out_dir}")
+    if "05_evaluation.ipynb" in timings:  # only this run's table, never a stale one
+        print_course_table(read_results("05_evaluation", params.get("RESULTS_DIR")))
     if failures:
         print(f"\n{len(failures)} notebook(s) failed: {', '.join(failures)}")
         return 1

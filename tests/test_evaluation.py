@@ -512,3 +512,36 @@ def test_tail_mean():
         ev.tail_mean([])
     with pytest.raises(ValueError, match="last"):
         ev.tail_mean([0.1], last=0)
+
+
+@pytest.mark.parametrize("notebook_fails", [False, True])
+def test_make_course_ends_with_this_runs_table(tmp_path, monkeypatch, capsys, notebook_fails):
+    """scripts/run_course.py (make course) prints notebook 05's summary_table from the results
+    folder the run used, and never a stale table when notebook 05 failed."""
+    import papermill
+
+    from data_utils import write_results
+
+    run_course = _run_course_module()
+    results = tmp_path / "results"
+    stale = [ev.model_row("stale model", "baseline", M)]
+    write_results("05_evaluation", {"summary_table": ev.summary_rows(stale)}, results)
+    fresh = [ev.model_row("centralized baseline", "baseline", {**M, "accuracy": 0.9123, "f1": 0.9111}),
+             ev.unavailable_row("FedAvg, TFF (3 rounds)", "fedavg_tff", "no TFF")]
+
+    def fake_execute(nb, out, parameters, **kwargs):
+        if notebook_fails:
+            raise RuntimeError("a cell failed")
+        write_results(Path(nb).stem, {"summary_table": ev.summary_rows(fresh), "smoke": True},
+                      parameters["RESULTS_DIR"])
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    code = run_course.main(["--smoke", "-p", f"RESULTS_DIR={results}", "--out", str(tmp_path / "nb"), "05"])
+    out = capsys.readouterr().out
+    assert "stale model" not in out
+    if notebook_fails:
+        assert code == 1 and "Course summary" not in out
+    else:
+        assert code == 0 and "Course summary" in out
+        assert "centralized baseline" in out and "0.9123" in out and "0.9111" in out
+        assert "FedAvg, TFF (3 rounds)" in out and "n/a" in out
