@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         if not report_path.is_file():
             parser.error(f"--render needs an existing {report_path}; run the benchmark first")
-        payload = json.loads(report_path.read_text())
-        payload["goals"] = report.evaluate_goals(payload)
+        payload = report.derive(json.loads(report_path.read_text()))
+        common.write_json(report_path, payload)
         print(f"[bench] rewrote {report.write_report(payload, docs, report_path)}")
         return 0
     command = "python -m benchmarks" + "".join(" " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "sections": {s: results[s] for s in SECTIONS if s in results},
         "worker_binary_left": len(common.worker_binaries(common.descendants(os.getpid()))),
     }
-    payload["goals"] = report.evaluate_goals(payload)
+    report.derive(payload)
     common.write_json(report_path, payload)
     md = report.write_report(payload, docs, report_path)
     print(f"[bench] wrote {report_path} and {md} in {payload['total_seconds']:.0f} s", flush=True)

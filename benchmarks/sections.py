@@ -271,24 +271,11 @@ def rounds(s: Settings) -> dict:
             print(f"[rounds] {scheme:12s} {alg.name:16s} reached={res['reached']} "
                   f"rounds={res['rounds_run']} best={res['best_accuracy']} "
                   f"({res['seconds']:.0f} s)", flush=True)
-    speedups = {}
-    for scheme in r.partitions:
-        by = {x["algorithm"]: x for x in runs if x["partition"] == scheme}
-        sgd = by.get("FedSGD")
-        for name, x in by.items():
-            if name == "FedSGD" or not sgd or not x["reached"]:
-                continue
-            if sgd["reached"]:
-                speedups[f"{scheme}/{name}"] = {"value": sgd["rounds_to_target"] / x["rounds_to_target"],
-                                                "kind": "exact"}
-            else:  # FedSGD needs more than the rounds it ran: a lower bound
-                speedups[f"{scheme}/{name}"] = {"value": sgd["rounds_run"] / x["rounds_to_target"],
-                                                "kind": "at least"}
     return {"setup": {"num_clients": r.num_clients, "client_fraction": r.client_fraction,
                       "target": r.target, "classes_per_client": r.classes_per_client,
                       "cpu_cap_seconds": r.cpu_cap_seconds, "model": s.data.model,
                       "train_examples": len(data.x_train), "test_examples": len(data.x_test)},
-            "runs": runs, "speedups": speedups, "paper": PAPER_TABLE2,
+            "runs": runs, "paper": PAPER_TABLE2,
             "memory": common.memory_mb()}
 
 

@@ -72,6 +72,19 @@ def test_goal_wording_says_by_how_much():
     assert report._goal("3", "m", None, 3072, None)["summary"] == "not measured"
 
 
+def test_speedups_exact_and_bounds():
+    def run(alg, reached, rounds):
+        return {"partition": "iid", "algorithm": alg, "reached": reached,
+                "rounds_to_target": rounds if reached else None, "rounds_run": rounds}
+
+    sp = report.speedups([run("FedSGD", True, 300), run("A", True, 20), run("B", False, 100)])
+    assert sp["iid/A"] == {"value": 15.0, "kind": "exact"}
+    assert sp["iid/B"] == {"value": 3.0, "kind": "less than"}  # FedAvg stopped first: a bound
+    sp = report.speedups([run("FedSGD", False, 600), run("A", True, 20), run("B", False, 50)])
+    assert sp["iid/A"] == {"value": 30.0, "kind": "at least"}
+    assert "iid/B" not in sp  # neither reached: nothing can be said
+
+
 def test_cpu_and_memory_readers_see_this_process():
     before = common.tree_cpu_seconds()
     sum(i * i for i in range(2_000_000))
