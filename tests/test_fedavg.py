@@ -1,9 +1,7 @@
 """Manual FedAvg (data_utils.fedavg): averaging rules, client sampling, per-round client data,
 FedSGD as one big gradient step, the robustness hooks, and notebook 03's hand-written FedAvg
-against the package's. No TFF here (see test_tff.py)."""
+against the package's. No TFF here (see test_tff.py); `make test-py313` runs this file under Keras 3 too."""
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -369,26 +367,6 @@ def test_notebook_fedavg_equals_package(fraction, epochs, batch):
     assert len(history) == 2
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, atol=1e-5)
-
-
-# ---- Keras 3 (Colab's default runtime) ---------------------------------------------------------
-KERAS3_PY = ROOT / ".venv313" / "bin" / "python"
-
-
-@pytest.mark.skipif(not KERAS3_PY.is_file(), reason="no Keras 3 environment (.venv313) here")
-def test_fedavg_runs_on_keras3(tmp_path):
-    """data_utils.fedavg must work on TensorFlow 2.20+/Keras 3 (notebook 03 runs on Colab's
-    default runtime): run this file's Keras tests there."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    log = tmp_path / "keras3.log"
-    with open(log, "w") as out:
-        proc = subprocess.run(
-            [str(KERAS3_PY), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__)),
-             "-k", "fedsgd or single_client or deterministic or hooks or notebook_fedavg"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT), timeout=600)
-    text = log.read_text()
-    assert proc.returncode == 0, text[-3000:]
-    assert " passed" in text and "skipped" not in text.splitlines()[-1], text[-1000:]
 
 
 # ---- saving a run for later notebooks ----------------------------------------------------------
