@@ -45,9 +45,17 @@ def notebooks(selection: list[str]) -> list[Path]:
 
 
 def summarize(results: dict, limit: int = 8) -> str:
-    """The scalar numbers of a results JSON, a few per line."""
-    items = [(k, v) for k, v in results.items() if isinstance(v, (int, float, str)) and
-             not isinstance(v, bool) and len(str(v)) < 40]
+    """A few of the scalar numbers of a results JSON (nested dicts flattened to dotted names),
+    accuracies first."""
+    def flat(d: dict, prefix: str = "", depth: int = 0):
+        for key, value in d.items():
+            if isinstance(value, dict) and depth < 1 and key != "params":
+                yield from flat(value, f"{prefix}{key}.", depth + 1)
+            elif (isinstance(value, (int, float, str)) and not isinstance(value, bool)
+                  and len(str(value)) < 40):
+                yield f"{prefix}{key}", value
+
+    items = sorted(flat(results), key=lambda kv: "accuracy" not in kv[0])  # stable: accuracies first
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in items[:limit])
 
