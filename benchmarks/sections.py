@@ -71,7 +71,8 @@ class _Stop(Exception):
     """Raised from the evaluation callback to end ``run_fedavg`` early (target or budget)."""
 
 
-def train_until(model, w0, clients, cfg, evaluator, eval_every: int, stop) -> dict:
+def train_until(model, w0, clients, cfg, evaluator, eval_every: int, stop,
+                label: str = "", log_every: int = 10) -> dict:
     """``run_fedavg`` for up to ``cfg.rounds`` rounds, scoring the global model with ``evaluator``
     every ``eval_every`` rounds (and after the last), and ending early when
     ``stop(point)`` returns a reason. A point is ``{"round", "test_accuracy" (None between
@@ -97,6 +98,10 @@ def train_until(model, w0, clients, cfg, evaluator, eval_every: int, stop) -> di
             point.update(test_accuracy=acc, seconds=point["seconds"] + wall,
                          eval_cpu_seconds=point["eval_cpu_seconds"] + cpu)
             curve.append(dict(point))
+            if label and len(curve) % log_every == 0:
+                print(f"  [{label}] round {point['round']}: test accuracy {acc:.4f}, "
+                      f"{point['train_cpu_seconds']:.0f} training CPU s, {point['seconds']:.0f} s",
+                      flush=True)
         reason = stop(point)
         if reason:
             why["stop"] = reason
@@ -234,7 +239,7 @@ def _run_to_target(s: Settings, data, clients, w0, alg: Algorithm, target: float
         return None
 
     run = train_until(_trainer(s, data, alg.client_lr), w0, clients, cfg, evaluator,
-                      alg.eval_every, stop)
+                      alg.eval_every, stop, label=alg.name)
     accs = [p["test_accuracy"] for p in run["curve"]]
     reached = run["stop_reason"] == "target reached"
     return dict(run, algorithm=alg.name, local_epochs=alg.local_epochs,
@@ -368,7 +373,8 @@ def budget(s: Settings) -> dict:
         model = _trainer(s, data, b.client_lr)
         run = train_until(model, w0, clients, cfg, evaluator, 1,
                           lambda p: (f"CPU budget ({b.cpu_budget_seconds:.0f} s)"
-                                     if p["train_cpu_seconds"] >= b.cpu_budget_seconds else None))
+                                     if p["train_cpu_seconds"] >= b.cpu_budget_seconds else None),
+                          label=f"budget {scheme}")
         curve = run["curve"]
         within = [p for p in curve if p["train_cpu_seconds"] <= b.cpu_budget_seconds] or curve[:1]
         best = max(within, key=lambda p: p["test_accuracy"])
