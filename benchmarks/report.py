@@ -371,8 +371,8 @@ def md_rounds(payload, r, fig) -> list[str]:
              "exact to within that interval. The paper's numbers are for MNIST and a 99% target with "
              f"its own CNN (McMahan et al. 2017, Table 2): same protocol, easier dataset, higher bar.", "",
              f"![rounds to target]({fig})", "",
-             f"| partition | algorithm | lr | rounds to {st['target']:.0%} | speed-up vs FedSGD | paper: rounds to 99% MNIST (speed-up) | best acc | s/round (incl. evaluation) | stopped by |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             f"| partition | algorithm | lr | rounds to {st['target']:.0%} | speed-up vs FedSGD | paper: rounds to 99% MNIST (speed-up) | best acc | s/round | CPU s/round | stopped by |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for x in r["runs"]:
         key = f"{x['partition']}/{x['algorithm']}"
         sp = r["speedups"].get(key)
@@ -385,7 +385,8 @@ def md_rounds(payload, r, fig) -> list[str]:
         rt = (str(x["rounds_to_target"]) if x["reached"]
               else f"not reached in {x['rounds_run']} rounds")
         lines.append(f"| {x['partition']} | {x['algorithm']} | {x['client_lr']} | {rt} | {sp_txt} | {pr_txt} | "
-                     f"{_fmt_acc(x['best_accuracy'])} | {x['seconds_per_round']:.2f} | {x['stop_reason']} |")
+                     f"{_fmt_acc(x['best_accuracy'])} | {x['seconds_per_round']:.2f} | "
+                     f"{x['cpu_seconds'] / max(x['rounds_run'], 1):.2f} | {x['stop_reason']} |")
     lines.append("")
     for scheme in dict.fromkeys(x["partition"] for x in r["runs"]):
         by = {x["algorithm"]: x for x in r["runs"] if x["partition"] == scheme}
@@ -574,9 +575,14 @@ def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
               "started in its own session, which is ended afterwards together with TFF's "
               "`worker_binary`; its peak memory (VmHWM) and CPU time are read from `/proc` for the "
               "Python process and its `worker_binary`.",
-              "- Wall-clock times depend on what else runs on the machine (see the load averages); "
-              "CPU times (user + system, all threads, `worker_binary` included) depend on it much "
-              "less, which is why the caps and the budget are in CPU seconds.",
+              "- Wall-clock times depend on what else runs on the machine (see the load averages). "
+              "CPU times (user + system, all threads, `worker_binary` included) depend on it less, "
+              "which is why the caps and the budget are in CPU seconds, but not at all is not "
+              "true either: TensorFlow's thread pools spin while they wait for work, so on an idle "
+              "machine a round costs more CPU seconds than on a busy one (the spinning uses the "
+              "idle core). A CPU cap therefore buys fewer rounds on a quiet machine; the rounds "
+              "each run got are in the tables. Per-round seconds in sections 2 and 4 include the "
+              "evaluation on the test set.",
               "- The manual loop and TFF run the same algorithm on the same batches "
               "(`data_utils.fedavg.client_dataset`), from the same initial weights "
               "(`build_model(..., seed)`); sections 2 and 4 use the manual loop.",
@@ -586,7 +592,7 @@ def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
               "reproduces Li et al. 2021, *Federated Learning on Non-IID Data Silos: An "
               "Experimental Study* (arXiv:2102.02079).", "",
               "## Reproduce", "",
-              "```bash", "make bench        # all sections (about 45-55 min on 2 cores)",
+              "```bash", "make bench        # all sections (about 40 min on 2 cores)",
               "make bench-smoke  # tiny settings, about a minute (what the test runs)",
               "python -m benchmarks --sections 3   # one section, merged into the existing report",
               "```", ""]
