@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .fedavg import (ClientArrays, FedAvgConfig, client_dataset, local_train, num_sampled,
+from .fedavg import (ClientArrays, FedAvgConfig, client_batches, local_train, num_sampled,
                      sample_clients)
 
 ATTACKS = ("label_flip", "model_replacement")
@@ -88,9 +88,9 @@ class ClientBehaviour:
         attack = self.attack if client_id in self.malicious else None
         if attack is not None:
             y = flip_labels(y, self.num_classes)
-        ds = client_dataset(x, y, self.cfg.local_epochs, self.cfg.batch_size, self.cfg.seed,
-                            round_num, client_id)
-        new = local_train(self.model, weights, ds)
+        batches = client_batches(x, y, self.cfg.local_epochs, self.cfg.batch_size, self.cfg.seed,
+                                 round_num, client_id)
+        new = local_train(self.model, weights, batches)
         if attack == "model_replacement":
             new = [g + self.boost * (w - g) for w, g in zip(new, weights)]
         self.log.append({"round": round_num, "client": client_id, "event": attack or "honest"})

@@ -6,7 +6,9 @@ FedSGD is the special case ``local_epochs=1, batch_size=None`` (one full-batch g
 """
 from __future__ import annotations
 
+import atexit
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -112,29 +114,58 @@ def epoch_orders(n: int, epochs: int, seed: int, round_num: int, client: int) ->
     return [rng.permutation(n) for _ in range(epochs)]
 
 
-def client_dataset(x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int | None,
-                   seed: int, round_num: int = 0, client: int = 0):
-    """A client's local training data for one round as a ``tf.data.Dataset``: ``epochs`` passes,
-    each in its own seeded order, batched within each epoch (``batch_size=None``: one full batch
-    per epoch, i.e. FedSGD). Deterministic: TFF and the manual loop get identical batches."""
-    import tensorflow as tf
+@dataclass(frozen=True)
+class ClientBatches:
+    """A client's local training for one round, as arrays: the examples of every local epoch in
+    training order (``x``, ``y``: ``epochs`` blocks of ``n`` rows), each batch's ``[start, end)``
+    rows (``bounds``; batches never cross an epoch's end) and the batch size. The manual loop
+    trains on it directly (:func:`local_train`); :meth:`as_dataset` gives TFF the very same
+    batches as a ``tf.data.Dataset``."""
+    x: np.ndarray
+    y: np.ndarray
+    bounds: np.ndarray  # shape (num_batches, 2), int64
+    n: int  # examples per epoch
+    batch_size: int
 
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def as_dataset(self):
+        import tensorflow as tf
+
+        ds = None
+        for lo in range(0, len(self.x), self.n):  # one epoch at a time
+            part = tf.data.Dataset.from_tensor_slices(
+                (self.x[lo:lo + self.n], self.y[lo:lo + self.n])).batch(self.batch_size)
+            ds = part if ds is None else ds.concatenate(part)
+        return ds
+
+
+def client_batches(x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int | None,
+                   seed: int, round_num: int = 0, client: int = 0) -> ClientBatches:
+    """A client's local training data for one round: ``epochs`` passes, each in its own seeded
+    order, batched within each epoch (a batch never mixes two epochs; ``batch_size=None``: one
+    full batch per epoch, i.e. FedSGD). Deterministic: TFF and the manual loop get identical
+    batches."""
     if epochs < 1:
         raise ValueError(f"local epochs must be >= 1, got {epochs}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None (full batch), got {batch_size}")
-    if len(x) == 0:
+    n = len(x)
+    if n == 0:
         raise ValueError("a client with no examples cannot train")
-    bs = len(x) if batch_size is None else int(batch_size)
-    order = np.concatenate(epoch_orders(len(x), epochs, seed, round_num, client))
-    # batch each epoch separately: a batch never mixes two epochs
-    epoch_of = np.repeat(np.arange(epochs), len(x))
-    ds = None
-    for e in range(epochs):
-        idx = order[epoch_of == e]
-        part = tf.data.Dataset.from_tensor_slices((x[idx], y[idx].astype("int32"))).batch(bs)
-        ds = part if ds is None else ds.concatenate(part)
-    return ds
+    bs = n if batch_size is None else int(batch_size)
+    order = np.concatenate(epoch_orders(n, epochs, seed, round_num, client))
+    starts = np.arange(0, n, bs)
+    one_epoch = np.stack([starts, np.minimum(starts + bs, n)], axis=1)
+    bounds = np.concatenate([one_epoch + e * n for e in range(epochs)]).astype(np.int64)
+    return ClientBatches(np.ascontiguousarray(x[order]), y[order].astype("int32"), bounds, n, bs)
+
+
+def client_dataset(x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int | None,
+                   seed: int, round_num: int = 0, client: int = 0):
+    """:func:`client_batches` as a ``tf.data.Dataset`` (what TFF's clients train on)."""
+    return client_batches(x, y, epochs, batch_size, seed, round_num, client).as_dataset()
 
 
 class ClientArrays:
@@ -241,14 +272,51 @@ def reset_optimizer(model) -> None:
     optimizer.learning_rate.assign(lr)  # Keras 3 keeps the learning rate among the variables
 
 
-def local_train(model, weights: Weights, dataset) -> Weights:
-    """Client update: start from ``weights`` with a fresh optimizer state, run SGD over
-    ``dataset`` once (the dataset already holds every local epoch), return the new weights.
+_TRAIN_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# drop the compiled loops while TensorFlow is still whole (else its __del__ complains at exit)
+atexit.register(_TRAIN_STEPS.clear)
+
+
+def _compiled_local_loop(model):
+    """One ``tf.function`` per model that runs every batch of a :class:`ClientBatches` in a
+    single graph call: the same forward pass, loss and SGD step as ``model.fit`` (identical
+    weights), without ``fit``'s per-call set-up, which costs more than a small client's training."""
+    loop = _TRAIN_STEPS.get(model)
+    if loop is not None:
+        return loop
+    import tensorflow as tf
+
+    loss_fn, optimizer = model.loss, model.optimizer
+    variables = model.trainable_variables
+    if not optimizer.variables:
+        optimizer.build(variables)
+
+    @tf.function(reduce_retracing=True)
+    def loop(x, y, bounds):
+        for i in tf.range(tf.shape(bounds)[0]):
+            xb, yb = x[bounds[i, 0]:bounds[i, 1]], y[bounds[i, 0]:bounds[i, 1]]
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+                if model.losses:
+                    loss = loss + tf.add_n(model.losses)
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    _TRAIN_STEPS[model] = loop
+    return loop
+
+
+def local_train(model, weights: Weights, data) -> Weights:
+    """Client update: start from ``weights`` with a fresh optimizer state, run SGD over ``data``
+    once (it already holds every local epoch), return the new weights. ``data`` is a
+    :class:`ClientBatches` (one compiled call) or a ``tf.data.Dataset`` (``model.fit``).
     ``model`` must be compiled with SGD (:func:`client_model`)."""
     model.set_weights(weights)
-    if model.optimizer.variables:  # built by an earlier fit
+    if model.optimizer.variables:  # built by an earlier call
         reset_optimizer(model)
-    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+    if isinstance(data, ClientBatches):
+        _compiled_local_loop(model)(data.x, data.y, data.bounds)
+    else:
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
     return model.get_weights()
 
 
@@ -276,8 +344,8 @@ def fedavg_round(model, global_weights: Weights, clients: ClientArrays, sampled:
         if client_update is not None:
             new = client_update(int(c), global_weights)
         else:
-            ds = client_dataset(x, y, cfg.local_epochs, cfg.batch_size, cfg.seed, round_num, int(c))
-            new = local_train(model, global_weights, ds)
+            batches = client_batches(x, y, cfg.local_epochs, cfg.batch_size, cfg.seed, round_num, int(c))
+            new = local_train(model, global_weights, batches)
         if new is None:
             continue
         results.append(new)

@@ -559,7 +559,9 @@ def selftest_job(params: dict, progress: Callable | None = None) -> dict:
             progress({"round": step, "rounds": steps, "value": step / steps})
     print("selftest: a plain line of output", flush=True)
     if params.get("spawn_sleep"):
-        subprocess.Popen(["sleep", str(params["spawn_sleep"])], stdout=sys.stdout)
+        child = subprocess.Popen(["sleep", str(params["spawn_sleep"])], stdout=sys.stdout)
+        if progress:
+            progress({"spawned": child.pid})
     if params.get("sleep"):
         time.sleep(float(params["sleep"]))
     if params.get("fail"):

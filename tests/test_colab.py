@@ -9,10 +9,8 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -479,15 +477,22 @@ def test_a_child_left_running_by_a_finished_job_is_ended():
 
 
 def test_keyboard_interrupt_stops_the_job_and_propagates():
+    """Ctrl-C while the job runs (here: raised in the main thread as soon as the job has started a
+    child that would outlive it, so the moment is certain) stops the job and everything it
+    started, and reaches the caller."""
     side_python()
-    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            sidecar.run_job("data_utils.sidecar:selftest_job", {"spawn_sleep": 120, "sleep": 120},
-                            mode="sidecar", show=False, echo=False, timeout=60)
-    finally:
-        timer.cancel()
+    seen = []
+
+    def interrupt_once_started(event):
+        seen.append(event)
+        if "spawned" in event:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sidecar.run_job("data_utils.sidecar:selftest_job", {"spawn_sleep": 120, "sleep": 120},
+                        mode="sidecar", show=False, echo=False, timeout=60,
+                        on_progress=interrupt_once_started)
+    assert any("spawned" in e for e in seen)
     assert sidecar.last_run["outcome"] == "stopped"
     assert sidecar.session_members(sidecar.last_run["pid"]) == []
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_utils.fedavg import (ClientArrays, FedAvgConfig, client_dataset, fedavg_round,
-                               num_sampled, run_fedavg, sample_clients, sequential_average,
+from data_utils.fedavg import (ClientArrays, FedAvgConfig, client_batches, client_dataset, fedavg_round,
+                               local_train, num_sampled, run_fedavg, sample_clients, sequential_average,
                                sequential_coefficients, weighted_average)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,6 +177,51 @@ def test_client_dataset_rejects_bad_input(kwargs):
     args.update(kwargs)
     with pytest.raises(ValueError):
         client_dataset(np.zeros((4, 1, 1, 1), np.float32), np.zeros(4), **args)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 4), st.one_of(st.none(), st.integers(1, 50)),
+       st.integers(0, 2**31 - 1))
+def test_client_batches_cover_every_epoch_once_and_never_cross_an_epoch(n, epochs, batch_size, seed):
+    x = np.arange(n, dtype=np.float32).reshape(n, 1, 1, 1)
+    b = client_batches(x, np.arange(n), epochs, batch_size, seed, round_num=2, client=5)
+    bs = n if batch_size is None else batch_size
+    assert len(b.x) == len(b.y) == epochs * n
+    assert b.bounds[0][0] == 0 and b.bounds[-1][1] == epochs * n
+    assert np.array_equal(b.bounds[1:, 0], b.bounds[:-1, 1])  # contiguous, in order
+    sizes = b.bounds[:, 1] - b.bounds[:, 0]
+    assert sizes.min() >= 1 and sizes.max() <= bs
+    for e in range(epochs):  # each epoch: a permutation of the client's examples, in whole batches
+        assert sorted(b.y[e * n:(e + 1) * n]) == list(range(n))
+        assert e * n in b.bounds[:, 0]
+    assert np.array_equal(b.x.reshape(-1), b.y)  # x and y stay paired
+
+
+def test_client_batches_and_client_dataset_are_the_same_batches():
+    x = np.arange(23, dtype=np.float32).reshape(23, 1, 1, 1)
+    y = np.arange(23)
+    b = client_batches(x, y, 3, 5, seed=4, round_num=1, client=2)
+    from_ds = _batches(client_dataset(x, y, 3, 5, seed=4, round_num=1, client=2))
+    from_bounds = [(b.x[s:e], b.y[s:e]) for s, e in b.bounds]
+    assert len(from_ds) == len(from_bounds) == 15
+    assert all(np.array_equal(p[0], q[0]) and np.array_equal(p[1], q[1])
+               for p, q in zip(from_ds, from_bounds))
+
+
+@pytest.mark.parametrize("epochs, batch_size", [(1, 5), (2, 7), (1, None)])
+def test_local_train_compiled_loop_equals_model_fit(epochs, batch_size):
+    """local_train on ClientBatches (one compiled call) gives model.fit's weights on the same
+    batches: same forward pass, loss and SGD steps, fresh optimizer each time."""
+    clients, w0, make = _setup(num_clients=2)
+    model = make(0.1)
+    for client in range(2):
+        x, y = clients[client]
+        args = (x, y, epochs, batch_size, 0, 1, client)
+        by_fit = local_train(model, w0, client_dataset(*args))
+        by_loop = local_train(model, w0, client_batches(*args))
+        for a, c in zip(by_fit, by_loop):
+            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+        assert not all(np.array_equal(a, w) for a, w in zip(by_loop, w0))
 
 
 def test_client_arrays_and_config_validate():
