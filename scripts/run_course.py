@@ -23,6 +23,21 @@ sys.path.insert(0, str(ROOT))
 from data_utils.env import read_results, results_dir  # noqa: E402
 
 
+def ipc_kernel_manager():
+    """Jupyter's kernel manager talking to the kernel over local IPC sockets instead of TCP
+    ports: nothing is listening on the network, and ipykernel stops printing its "Kernel is
+    running over TCP without encryption" warning before every notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self):
+            return "ipc"
+
+    return IPCKernelManager
+
+
 def parse_param(text: str):
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"parameter {text!r} must look like NAME=value")
@@ -96,7 +111,8 @@ def main(argv=None) -> int:
         try:
             pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
                                 cwd=str(nb.parent), kernel_name="python3",
-                                progress_bar=False, execution_timeout=args.timeout)
+                                progress_bar=False, execution_timeout=args.timeout,
+                                kernel_manager_class=ipc_kernel_manager())
         except Exception as err:  # noqa: BLE001 - report every failing notebook, then fail
             failures.append(nb.name)
             print(f"    FAILED: {type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}")

@@ -35,6 +35,19 @@ def parameter_names(nb_path: Path) -> set:
     return set()
 
 
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_papermill_reads_every_parameter(nb_path, caplog):
+    """papermill skips (with "Unable to parse line") a parameter line holding more than one '=',
+    comment included, and then warns "Passed unknown parameter" when it is injected."""
+    from papermill.translators import PythonTranslator
+
+    nb = json.loads(nb_path.read_text())
+    (cell,) = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    seen = {p.name for p in PythonTranslator.inspect({"source": "".join(cell["source"])})}
+    assert seen == parameter_names(nb_path), sorted(parameter_names(nb_path) - seen)
+    assert "Unable to parse" not in caplog.text
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_alone_in_smoke_mode(nb_path, tmp_path, monkeypatch):
