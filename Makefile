@@ -15,11 +15,16 @@ course: setup
 	@$(PY) scripts/run_course.py
 	@bash scripts/check_no_worker_binary.sh
 
-## Unit tests, then every notebook in smoke mode (papermill with parameters, then nbval).
+## Unit tests, then every notebook in smoke mode (papermill with parameters, then nbval), on
+## JOBS cores with pytest-xdist (worksteal: an idle worker takes queued tests from a busy one;
+## nbval: each notebook goes whole to one worker, its cells in order). JOBS=1: one at a time.
+JOBS ?= 2
+XDIST := $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist worksteal)
+NBVAL_XDIST := $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile)
 test: setup
-	@$(PY) -m pytest -q tests
+	@$(PY) -m pytest -q $(XDIST) tests
 	@echo "== nbval (lax) on every notebook, smoke mode =="
-	@COURSE_SMOKE=1 $(PY) -m pytest -q --nbval-lax -p no:randomly notebooks
+	@COURSE_SMOKE=1 $(PY) -m pytest -q $(NBVAL_XDIST) --nbval-lax -p no:randomly notebooks
 	@bash scripts/check_no_worker_binary.sh
 	@$(MAKE) --no-print-directory test-py313
 
@@ -41,19 +46,14 @@ clean:
 
 ## A stand-in for Colab's default runtime: Python 3.13 with the newest TensorFlow (Keras 3).
 PY313 := .venv313/bin/python
-# Tests that start TFF in a subprocess of the running Python: they run in the Python 3.11 run
-# above (mark them `tff` and they drop out of here by themselves).
-PY313_DESELECT := --deselect tests/test_bench.py::test_bench_smoke_end_to_end \
-	--deselect tests/test_tff.py::test_tff_fedavg_equals_manual_fedavg
 py313:
 	@bash scripts/setup_py313.sh
 
-## In .venv313: the unit tests that need no TFF, the notebooks without TFF and notebooks 00 and 04
-## (their TFF work through the side environment, .venv) in smoke mode, and notebook 04's TFF job
-## through the runner. COURSE_PY313_ALL=1: every notebook that can run there.
+## In .venv313: the unit tests that need no TFF (tests marked `tff` need it in this Python or a
+## child of it), the notebooks without TFF and notebook 04 (its TFF work through the side
+## environment, .venv) in smoke mode, and notebook 04's TFF job through the runner, in one
+## pytest-xdist run. COURSE_PY313_ALL=1: every notebook that can run there.
 test-py313: setup py313
-	@echo "== Python 3.13 + newest TensorFlow (Keras 3): unit tests without TFF =="
-	@$(PY313) -m pytest -q -p no:randomly tests -m "not tff and not notebooks" $(PY313_DESELECT)
-	@echo "== Python 3.13 + newest TensorFlow (Keras 3): notebooks without TFF, smoke mode =="
-	@$(PY313) -m pytest -q -p no:randomly tests/test_py313.py -m notebooks
+	@echo "== Python 3.13 + newest TensorFlow (Keras 3): unit tests without TFF, notebooks without TFF (smoke) =="
+	@$(PY313) -m pytest -q $(XDIST) -p no:randomly tests -m "not tff and (not notebooks or py313)"
 	@bash scripts/check_no_worker_binary.sh

@@ -16,7 +16,7 @@ UV_VERSION="0.13.8"
 # tensorflow-cpu: the same TensorFlow without the CUDA libraries (about 250 MB instead of 600 MB).
 # dp-accounting: data_utils.privacy; ipywidgets: tqdm's notebook progress bars, as in Colab.
 PACKAGES=(tensorflow-cpu dp-accounting matplotlib scikit-learn tqdm ipywidgets papermill nbval ipykernel
-          pytest hypothesis)
+          pytest pytest-xdist hypothesis)
 cd "$ROOT"
 # Colab-style constraints (or a user's) would pin TensorFlow to something else.
 unset UV_CONSTRAINT UV_BUILD_CONSTRAINT PIP_CONSTRAINT

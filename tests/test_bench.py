@@ -98,6 +98,7 @@ def _live_in_session(sid: int) -> list[int]:
     return common.session_pids(sid)
 
 
+@pytest.mark.tff  # the benchmark starts TFF in children of this Python
 def test_bench_smoke_end_to_end(tmp_path):
     out = tmp_path / "bench"
     log = tmp_path / "bench.log"

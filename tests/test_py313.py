@@ -2,7 +2,7 @@
 newest TensorFlow (Keras 3), i.e. in .venv313 (`make test-py313`, part of `make test`).
 
 - every notebook that does not need TFF (scripts/notebook_header.py: not in NEEDS_TFF), and
-  notebooks 00 and 04, which run their TFF work through data_utils.sidecar.run_job, execute end
+  notebook 04, which runs its TFF work through data_utils.sidecar.run_job, execute end
   to end in smoke mode under papermill (COURSE_PY313_ALL=1: every sidecar-ready TFF notebook);
 - notebook 04's TFF training (data_utils.tff_jobs.tff_fedavg_job) runs through the
   side-environment runner, returns its results, and leaves no worker_binary behind.
@@ -26,9 +26,9 @@ _spec = importlib.util.spec_from_file_location("notebook_header", ROOT / "script
 header = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(header)
 # Every notebook without TFF; of the TFF notebooks that run their TFF work in the side
-# environment, the environment check and notebook 04 (COURSE_PY313_ALL=1: all of them; each
-# costs one to three minutes more here).
-TFF_NOTEBOOKS_IN_CI = {"00_environment_check", "04_tff_fedavg"}
+# environment, notebook 04 (COURSE_PY313_ALL=1: all of them, notebook 00 included; each costs
+# one to three minutes more here).
+TFF_NOTEBOOKS_IN_CI = {"04_tff_fedavg"}
 ALL = os.environ.get("COURSE_PY313_ALL", "0") == "1"
 NOTEBOOKS = [p for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
              if header.runs_without_tff_here(p)
@@ -44,6 +44,7 @@ def test_this_is_the_keras3_stand_in():
 
 
 @pytest.mark.notebooks
+@pytest.mark.py313
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_python313_with_keras3(nb_path, tmp_path, monkeypatch):
     import papermill as pm
