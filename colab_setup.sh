@@ -59,7 +59,7 @@ fi
 # The course's requirements minus what Colab brings itself (Jupyter) or only CI needs.
 course_requirements() {
   grep -v -E '^[[:space:]]*(#|$)' "$ROOT/requirements.txt" \
-    | grep -v -x -E '(jupyter|ipykernel|papermill|nbval|pytest|hypothesis)'
+    | grep -v -x -E '(jupyter|ipykernel|papermill|nbval|pytest|pytest-xdist|hypothesis)'
 }
 
 # kernel_install ARGS...: `uv pip install ARGS` into $PY; sets RESTART=1 when it replaced a

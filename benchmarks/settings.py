@@ -51,15 +51,17 @@ class Rounds:
     classes_per_client: int = 2
     algorithms: tuple = (
         Algorithm("FedSGD", 1, None, 0.3, max_rounds=600, eval_every=10),
-        Algorithm("FedAvg E=1 B=10", 1, 10, 0.05, max_rounds=200),
-        Algorithm("FedAvg E=5 B=10", 5, 10, 0.05, max_rounds=60),
+        Algorithm("FedAvg E=1 B=10", 1, 10, 0.05, max_rounds=500),
+        Algorithm("FedAvg E=5 B=10", 5, 10, 0.05, max_rounds=200),
     )
     lr_note: str = ("FedSGD's learning rate 0.3 was chosen before the benchmark from 0.1, 0.3 and "
                     "1.0 by a 60-round IID probe (test accuracy 0.71, 0.78, diverged); FedAvg uses "
                     "the course's client learning rate 0.05.")
     # A run also stops when its process has used this much CPU (training + evaluation), so the
     # section stays within its share of the benchmark's time on a slow or busy machine.
-    cpu_cap_seconds: float = 240.0
+    # (With the compiled client loop a pathological FedAvg E=1 round costs about 1.1 CPU s, E=5
+    # about 3.3: the caps give them the paper's order of rounds, 350 and 229, within 45 minutes.)
+    cpu_cap_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
