@@ -1,6 +1,6 @@
 """Run the course's benchmarks and write the report.
 
-    python -m benchmarks                 # make bench: all four sections, about 40 minutes
+    python -m benchmarks                 # make bench: all four sections, about 30 minutes
     python -m benchmarks --smoke         # make bench-smoke: tiny settings, about a minute
     python -m benchmarks --sections 1,3  # only some sections (merged into the existing report)
     python -m benchmarks --render        # rewrite the markdown and PNGs from report.json

@@ -1,4 +1,4 @@
-"""The benchmark's settings: FULL (``make bench``, about 40 minutes on the course's quiet 2-core
+"""The benchmark's settings: FULL (``make bench``, about 30 minutes on the course's quiet 2-core
 machine) and SMOKE (``make bench-smoke`` and the test, about a minute). The smoke settings exercise
 every code path on tiny data; their numbers mean nothing."""
 from __future__ import annotations
