@@ -19,12 +19,11 @@ course: setup
 ## JOBS cores with pytest-xdist (worksteal: an idle worker takes queued tests from a busy one;
 ## nbval: each notebook goes whole to one worker, its cells in order). JOBS=1: one at a time.
 JOBS ?= 2
-XDIST := $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist worksteal)
-NBVAL_XDIST := $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile)
+xdist = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist $(1))
 test: setup
-	@$(PY) -m pytest -q $(XDIST) tests
+	@$(PY) -m pytest -q $(call xdist,worksteal) tests
 	@echo "== nbval (lax) on every notebook, smoke mode =="
-	@COURSE_SMOKE=1 $(PY) -m pytest -q $(NBVAL_XDIST) --nbval-lax -p no:randomly notebooks
+	@COURSE_SMOKE=1 $(PY) -m pytest -q $(call xdist,loadfile) --nbval-lax -p no:randomly notebooks
 	@bash scripts/check_no_worker_binary.sh
 	@$(MAKE) --no-print-directory test-py313
 
@@ -55,5 +54,5 @@ py313:
 ## pytest-xdist run. COURSE_PY313_ALL=1: every notebook that can run there.
 test-py313: setup py313
 	@echo "== Python 3.13 + newest TensorFlow (Keras 3): unit tests without TFF, notebooks without TFF (smoke) =="
-	@$(PY313) -m pytest -q $(XDIST) -p no:randomly tests -m "not tff and (not notebooks or py313)"
+	@$(PY313) -m pytest -q $(call xdist,worksteal) -p no:randomly tests -m "not tff and (not notebooks or py313)"
 	@bash scripts/check_no_worker_binary.sh

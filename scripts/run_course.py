@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     failures, timings = [], {}
+    kernel_manager = ipc_kernel_manager()
     for nb in notebooks(args.select):
         print(f"==> {nb.name}" + (f"  {params}" if params else ""), flush=True)
         start = time.perf_counter()
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
             pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
                                 cwd=str(nb.parent), kernel_name="python3",
                                 progress_bar=False, execution_timeout=args.timeout,
-                                kernel_manager_class=ipc_kernel_manager())
+                                kernel_manager_class=kernel_manager)
         except Exception as err:  # noqa: BLE001 - report every failing notebook, then fail
             failures.append(nb.name)
             print(f"    FAILED: {type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}")
