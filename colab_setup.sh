@@ -32,10 +32,21 @@ say() { printf '[colab_setup] %s\n' "$*"; }
 # The kernel's PYTHONPATH (Colab sets one) belongs to the kernel's Python, not to the side one.
 side() { env -u PYTHONPATH "$@"; }
 
+# uv: Colab preinstalls it on PATH; elsewhere pip (which Colab also has) installs it.
 find_uv() {
-  if command -v uv >/dev/null 2>&1; then command -v uv; return 0; fi   # Colab preinstalls uv
+  if command -v uv >/dev/null 2>&1; then command -v uv; return 0; fi
   "$PY" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION" >/dev/null 2>&1 || return 1
   "$PY" -c 'import uv, sys; sys.stdout.write(uv.find_uv_bin())'
+}
+# What to tell the learner when find_uv failed: which of the two installers is missing.
+no_uv_message() {
+  if "$PY" -m pip --version >/dev/null 2>&1; then
+    say "ERROR: uv is not on PATH and 'pip install uv==$UV_VERSION' failed for $PY (offline, or PyPI unreachable)."
+  else
+    say "ERROR: neither uv (not on PATH) nor pip (not in $PY) is here, so nothing can be installed."
+  fi
+  say "Colab has both: Runtime -> Disconnect and delete runtime, then Run all. Elsewhere: put uv on PATH"
+  say "(https://docs.astral.sh/uv/getting-started/installation/) or run '$PY -m ensurepip', then run this again."
 }
 
 # ---- is this Colab, and which Python? ----------------------------------------------------------
@@ -68,7 +79,7 @@ RESTART=0
 kernel_install() {
   local uv tmp code
   if ! uv="$(find_uv)"; then
-    say "ERROR: uv is not available and could not be installed with pip. Runtime -> Disconnect and delete runtime, then Run all."
+    no_uv_message
     return 1
   fi
   tmp="$(mktemp -d)"
@@ -101,7 +112,7 @@ install_pinned_stack() {
   # -c lock: every package that is installed or changed gets exactly the version `make setup` uses.
   if ! kernel_install -r "$reqs" -c "$ROOT/requirements-lock.txt" --override "$ROOT/requirements-overrides.txt"; then
     rm -f "$reqs"
-    say "ERROR: installing the pinned stack failed (uv's message is above)."
+    say "ERROR: installing the pinned stack failed (the message above says why)."
     say "If Colab's Python is not 3.11 any more: $CLICK"
     return 1
   fi
@@ -141,7 +152,7 @@ build_side_env() {
   fi
   say "Building the Python 3.11 side environment for TFF in $SIDE_VENV (uv python install 3.11 and the"
   say "course's pinned stack; about a minute, once per Colab session). Colab's own TensorFlow is not touched."
-  if ! uv="$(find_uv)"; then say "uv is not available and could not be installed with pip."; return 1; fi
+  if ! uv="$(find_uv)"; then no_uv_message; return 1; fi
   if ! py311="$(side "$uv" python find --no-project 3.11 2>/dev/null)"; then
     side "$uv" python install -q 3.11 || { say "uv python install 3.11 failed."; return 1; }
     py311="$(side "$uv" python find --no-project 3.11)" || return 1
@@ -167,7 +178,7 @@ ensure_extras() {
   done
   [ "${#missing[@]}" = 0 ] && return 0
   say "Installing what the course needs besides TensorFlow: ${missing[*]}"
-  kernel_install "${missing[@]}" || { say "ERROR: installing ${missing[*]} failed (uv's message is above)."; return 1; }
+  kernel_install "${missing[@]}" || { say "ERROR: installing ${missing[*]} failed (the message above says why)."; return 1; }
 }
 
 default_runtime() {

@@ -48,7 +48,6 @@ find_python313() {
 
 find_uv() {
   if [ -x "$ROOT/.venv/bin/uv" ]; then echo "$ROOT/.venv/bin/uv"; return 0; fi
-  if command -v uv >/dev/null 2>&1; then command -v uv; return 0; fi
   return 1
 }
 

@@ -59,9 +59,42 @@ def fake_colab(tmp_path: Path, tensorflow: str | None = None, preinstalled: dict
     return site
 
 
-def run_setup(python: str, site: Path | None, timeout: float = 600, **env) -> subprocess.CompletedProcess:
+# The course's own uv, which `make setup` installs into .venv: the only uv the tests may use.
+COURSE_UV = ROOT / ".venv" / "bin" / "uv"
+
+
+def path_without_uv() -> str:
+    """This machine's PATH minus every folder that holds a ``uv``: a new machine has none, so a
+    test must not pass because this one does."""
+    return os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                           if d and not os.access(os.path.join(d, "uv"), os.X_OK))
+
+
+def colab_path(tmp_path: Path) -> str:
+    """A PATH as on Colab, which preinstalls ``uv``: the course's own uv first, no other."""
+    assert COURSE_UV.is_file(), "the course's uv is missing: run `make setup` first"
+    bin_dir = tmp_path / "colab_bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "uv").exists():
+        (bin_dir / "uv").symlink_to(COURSE_UV)
+    return os.pathsep.join([str(bin_dir), path_without_uv()])
+
+
+def colab_venv(base: str, venv: Path, pip: bool = True) -> str:
+    """A fresh virtual environment of ``base`` standing in for a Colab runtime's Python, which
+    has pip (``pip=False``: a Python without it, for the no-installer path)."""
+    args = [base, "-m", "venv"] + ([] if pip else ["--without-pip"]) + [str(venv)]
+    subprocess.run(args, check=True)
+    return str(venv / "bin" / "python")
+
+
+def run_setup(python: str, site: Path | None, timeout: float = 600, path: str | None = None,
+              **env) -> subprocess.CompletedProcess:
+    """colab_setup.sh for the Python ``python``; ``path`` is its PATH (default: this machine's
+    without any uv; give ``colab_path(...)`` for a runtime that has Colab's uv)."""
     full = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    full.update(COURSE_PYTHON=python, **{k: str(v) for k, v in env.items()})
+    full.update(COURSE_PYTHON=python, PATH=path if path is not None else path_without_uv(),
+                **{k: str(v) for k, v in env.items()})
     if site is not None:
         full["PYTHONPATH"] = str(site)
     return subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, env=full,
@@ -96,16 +129,16 @@ def test_outside_colab_it_refuses_and_points_at_make_setup(tmp_path):
     assert "not a Google Colab runtime" in out.stdout and "make setup" in out.stdout
 
 
-def default_runtime_standin(tmp_path, with_dp_accounting: bool = True):
+def default_runtime_standin(tmp_path, with_dp_accounting: bool = True, pip: bool = True):
     """Colab's default runtime: a fresh Python 3.13 (or 3.12) virtual environment (so that an
-    install can only touch it) that looks like Colab with TensorFlow 2.21 and Colab's packages."""
+    install can only touch it) that looks like Colab with TensorFlow 2.21 and Colab's packages.
+    Like Colab's, it has pip; run it with ``path=colab_path(tmp_path)`` for Colab's uv."""
     base = pyenv_python("3.13") or pyenv_python("3.12")
     if base is None:
         pytest.skip("no Python 3.12/3.13 interpreter to stand in for Colab's default runtime")
-    venv = tmp_path / "colab313"
-    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = colab_venv(base, tmp_path / "colab313", pip=pip)
     pre = dict(COLAB_PREINSTALLED, **({"dp-accounting": "0.6.0"} if with_dp_accounting else {}))
-    return str(venv / "bin" / "python"), fake_colab(tmp_path, tensorflow="2.21.0", preinstalled=pre)
+    return python, fake_colab(tmp_path, tensorflow="2.21.0", preinstalled=pre)
 
 
 def test_default_runtime_without_tff_leaves_colab_alone(tmp_path):
@@ -120,13 +153,27 @@ def test_default_runtime_without_tff_leaves_colab_alone(tmp_path):
 def test_default_runtime_installs_missing_course_packages_and_restarts_only_if_loaded(tmp_path):
     """Colab's default runtime lacks dp-accounting (data_utils.privacy): it is installed there."""
     python, site = default_runtime_standin(tmp_path, with_dp_accounting=False)
-    out = run_setup(python, site, COURSE_NEEDS_TFF=0, COURSE_LOADED_MODULES="os,sys")
+    path = colab_path(tmp_path)
+    out = run_setup(python, site, path=path, COURSE_NEEDS_TFF=0, COURSE_LOADED_MODULES="os,sys")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Installing what the course needs besides TensorFlow: dp-accounting" in out.stdout
     check = subprocess.run([python, "-c", "import dp_accounting"], capture_output=True)
     assert check.returncode == 0
-    again = run_setup(python, site, COURSE_NEEDS_TFF=0, COURSE_LOADED_MODULES="os,sys,dp_accounting")
+    again = run_setup(python, site, path=path, COURSE_NEEDS_TFF=0,
+                      COURSE_LOADED_MODULES="os,sys,dp_accounting")
     assert again.returncode == 0 and "Installing" not in again.stdout
+
+
+def test_without_uv_or_pip_it_says_which_is_missing_and_what_to_do(tmp_path):
+    """Somewhere that is not quite Colab: no uv on PATH and a Python without pip. Nothing can be
+    installed, and the message names both and the way out."""
+    python, site = default_runtime_standin(tmp_path, with_dp_accounting=False, pip=False)
+    out = run_setup(python, site, timeout=60, path=path_without_uv(), COURSE_NEEDS_TFF=0)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"neither uv (not on PATH) nor pip (not in {python}) is here" in out.stdout
+    assert "Disconnect and delete runtime" in out.stdout and "ensurepip" in out.stdout
+    assert "ERROR: installing dp-accounting failed" in out.stdout
+    assert not (tmp_path / "colab313" / "bin" / "uv").exists()
 
 
 def test_default_runtime_side_env_failure_is_exit_2_with_the_way_out(tmp_path):
@@ -146,13 +193,14 @@ def test_default_runtime_builds_the_side_env_and_the_runner_uses_it(tmp_path):
     python, site = default_runtime_standin(tmp_path)
     venv = tmp_path / "tff-venv"
     start = time.perf_counter()
-    out = run_setup(python, site, COURSE_NEEDS_TFF=1, COURSE_SIDE_VENV=venv)
+    path = colab_path(tmp_path)
+    out = run_setup(python, site, path=path, COURSE_NEEDS_TFF=1, COURSE_SIDE_VENV=venv)
     print(f"side environment built in {time.perf_counter() - start:.1f} s")
     assert out.returncode == 0, out.stdout + out.stderr
     assert (venv / "bin" / "python").is_file()
     version, has_tff, problem = sidecar.probe_python(venv / "bin" / "python")
     assert (version, has_tff, problem) == ((3, 11), True, "")
-    again = run_setup(python, site, timeout=60, COURSE_NEEDS_TFF=1, COURSE_SIDE_VENV=venv)
+    again = run_setup(python, site, path=path, timeout=60, COURSE_NEEDS_TFF=1, COURSE_SIDE_VENV=venv)
     assert again.returncode == 0 and "ready" in again.stdout
     result = sidecar.run_job("data_utils.sidecar:selftest_job", {"steps": 1}, mode="sidecar",
                              python=venv / "bin" / "python", show=False, echo=False)
@@ -163,22 +211,19 @@ def test_default_runtime_builds_the_side_env_and_the_runner_uses_it(tmp_path):
 def test_python311_runtime_installs_the_pinned_stack_and_asks_for_a_restart_only_when_needed(tmp_path):
     """Colab's Python 3.11 runtime, stood in for by a fresh 3.11 virtual environment."""
     python311 = pyenv_python("3.11") or sys.executable
-    venv = tmp_path / "colab311"
-    subprocess.run([python311, "-m", "venv", "--without-pip", str(venv)], check=True)
-    py = str(venv / "bin" / "python")
-    site = fake_colab(tmp_path)
+    py = colab_venv(python311, tmp_path / "colab311")
+    site, path = fake_colab(tmp_path), colab_path(tmp_path)
     # 1. nothing the kernel had loaded is replaced: ready, no restart
-    first = run_setup(py, site, COURSE_LOADED_MODULES="os,sys,IPython")
+    first = run_setup(py, site, path=path, COURSE_LOADED_MODULES="os,sys,IPython")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "installed: TensorFlow 2.14.1, TensorFlow Federated 0.87.0" in first.stdout
     # 2. an install replaces a package the kernel had loaded (tqdm here): restart (exit 3)
-    uv = shutil.which("uv") or str(ROOT / ".venv" / "bin" / "uv")
-    subprocess.run([uv, "pip", "uninstall", "-q", "--python", py, "tqdm"], check=True)
-    second = run_setup(py, site, COURSE_LOADED_MODULES="os,sys,tqdm")
+    subprocess.run([str(COURSE_UV), "pip", "uninstall", "-q", "--python", py, "tqdm"], check=True)
+    second = run_setup(py, site, path=path, COURSE_LOADED_MODULES="os,sys,tqdm")
     assert second.returncode == 3, second.stdout + second.stderr
     assert "tqdm" in second.stdout and "Restart needed" in second.stdout
     # 3. after the restart: everything in place, nothing changes, exit 0
-    third = run_setup(py, site, COURSE_LOADED_MODULES="os,sys,tqdm,numpy,tensorflow")
+    third = run_setup(py, site, path=path, COURSE_LOADED_MODULES="os,sys,tqdm,numpy,tensorflow")
     assert third.returncode == 0, third.stdout + third.stderr
 
 
