@@ -264,7 +264,8 @@ class LoadSampler:
 def profiled(out: dict, key: str = "profile", top: int = 12, watch: dict | None = None):
     """Profile the body with cProfile; put the ``top`` functions by cumulative and by own time
     into ``out[key]`` as plain rows (function, calls, own s, cumulative s), and the cumulative
-    seconds of each ``watch`` label's function (``{label: substring of "file:line(name)"}``)."""
+    seconds of each ``watch`` label's function (``{label: substring of "file:line(name)"}``, or
+    a tuple of substrings that must all be in it)."""
     prof = cProfile.Profile()
     prof.enable()
     try:
@@ -287,7 +288,8 @@ def profile_rows(prof: cProfile.Profile, top: int = 12, watch: dict | None = Non
     total = max((r["cumulative_s"] for r in rows), default=0.0)
     breakdown = {}
     for label, pattern in (watch or {}).items():
-        hits = [r for r in rows if pattern in r["function"]]
+        parts = pattern if isinstance(pattern, tuple) else (pattern,)
+        hits = [r for r in rows if all(p in r["function"] for p in parts)]
         breakdown[label] = max((r["cumulative_s"] for r in hits), default=0.0)
     return {"total_s": total, "breakdown": breakdown,
             "by_cumulative": sorted(rows, key=lambda r: -r["cumulative_s"])[:top],
@@ -302,7 +304,7 @@ def fixed_size_clients(num_examples: int, num_clients: int, per_client: int,
     random permutations of the training set: disjoint while ``num_clients * per_client`` fits in
     it (100 x 600 = 60,000 is an IID partition), and beyond that every example is shared by the
     same number of clients (3,000 x 600 uses each image 30 times). Nothing is copied: these are
-    indices for :class:`data_utils.fedavg.ClientArrays`."""
+    indices for :class:`data_utils.clients.ClientArrays`."""
     for name, value in (("num_examples", num_examples), ("num_clients", num_clients),
                         ("per_client", per_client)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

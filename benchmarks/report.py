@@ -313,7 +313,7 @@ def md_overhead(payload, r, fig) -> list[str]:
              f"(which goes first rotates), {st['warmup']} warm-up round(s) dropped, median of "
              f"{st['repeats']}. The floor is `model.fit` over the same examples in the same order. "
              "A second floor, *one compiled loop*, runs the round's batches through the manual "
-             "loop's compiled SGD loop (`data_utils.fedavg.local_train`) in one call: the same "
+             "loop's compiled SGD loop (`data_utils.training.Trainer.run`) in one call: the same "
              "training without any per-client work. The manual loop trains each client with that "
              "loop, which skips `fit`'s per-call and per-step Python work, so it can come out "
              "below the `fit` floor; its cost over *one compiled loop* is its orchestration. "
@@ -619,7 +619,7 @@ def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
               "each run got are in the tables. Per-round seconds in sections 2 and 4 include the "
               "evaluation on the test set.",
               "- The manual loop and TFF run the same algorithm on the same batches "
-              "(`data_utils.fedavg.client_batches`; TFF gets them as `tf.data` datasets), from the same initial weights "
+              "(`data_utils.clients.client_batches`; TFF gets them as `tf.data` datasets), from the same initial weights "
               "(`build_model(..., seed)`); sections 2 and 4 use the manual loop.",
               "- References: McMahan et al. 2017, *Communication-Efficient Learning of Deep "
               "Networks from Decentralized Data* (AISTATS; arXiv:1602.05629), Table 2; Flower "

@@ -20,11 +20,11 @@ WATCH = {
             "process.next (worker_binary)": "computation_impl.py:143(__call__)",
             "reading weights back": "(state_weights)"},
     "manual": {"whole round": "(run_fedavg)", "building client batches": "(client_batches)",
-               "local_train (set weights, compiled SGD loop, get weights)": "(local_train)",
+               "Trainer.run (set weights, compiled SGD loop, get weights)": ("data_utils/training.py", "(run)"),
                "averaging": "(weighted_average)"},
     "keras_epoch": {"model.fit": "training.py:1431(fit)",
                     "building the dataset": "(from_tensor_slices)"},
-    "compiled_epoch": {"local_train": "(local_train)", "building the batches": "(client_batches)"},
+    "compiled_epoch": {"Trainer.run": ("data_utils/training.py", "(run)"), "building the batches": "(client_batches)"},
 }
 
 
@@ -48,6 +48,14 @@ def _initial_weights(s: Settings, data) -> list:
 
 
 def _trainer(s: Settings, data, lr: float):
+    """The course's client trainer (:func:`data_utils.training.client_trainer`, plain SGD)."""
+    from data_utils.training import client_trainer
+
+    return client_trainer(s.data.model, data.input_shape, data.num_classes, lr)
+
+
+def _keras_model(s: Settings, data, lr: float):
+    """A plain compiled Keras model (SGD), for the ``model.fit`` floor."""
     from data_utils.models import build_model, compile_model
 
     return compile_model(build_model(s.data.model, data.input_shape, data.num_classes), lr)
@@ -123,8 +131,8 @@ def overhead(s: Settings) -> dict:
     round by round (so a busy machine slows all three alike), medians after a warm-up."""
     import tensorflow as tf
 
-    from data_utils.fedavg import (ClientArrays, ClientBatches, FedAvgConfig, client_batches,
-                                   epoch_orders, local_train, run_fedavg)
+    from data_utils.clients import ClientArrays, ClientBatches, client_batches, epoch_orders
+    from data_utils.fedavg import FedAvgConfig, run_fedavg
     from data_utils.tff_fedavg import run_tff_fedavg
 
     o = s.overhead
@@ -135,7 +143,7 @@ def overhead(s: Settings) -> dict:
     # Keras 2: building a TFF computation invalidates Keras models made before it, so TFF first.
     process, state, tff_setup = _build_tff(s, data, o.client_lr, w0)
     manual_model = _trainer(s, data, o.client_lr)
-    plain_model = _trainer(s, data, o.client_lr)
+    plain_model = _keras_model(s, data, o.client_lr)
     plain_model.set_weights(w0)
     compiled_model = _trainer(s, data, o.client_lr)
     compiled_weights = [np.array(w) for w in w0]
@@ -180,7 +188,7 @@ def overhead(s: Settings) -> dict:
         batches = ClientBatches(np.concatenate([b.x for b in parts]), np.concatenate([b.y for b in parts]),
                                 np.concatenate([b.bounds + off for b, off in zip(parts, offsets)]),
                                 sum(len(b.x) for b in parts), c.batch_size)
-        compiled_weights = local_train(compiled_model, compiled_weights, batches)
+        compiled_weights = compiled_model.run(compiled_weights, batches)
         return time.perf_counter() - start
 
     engines = {"tff": tff_round, "manual": manual_round, "keras_epoch": plain_epoch,
@@ -279,7 +287,7 @@ def _run_to_target(s: Settings, data, clients, w0, alg: Algorithm, target: float
 def rounds(s: Settings) -> dict:
     """Rounds to ``target`` test accuracy for FedSGD and FedAvg (E=1, E=5; B=10), IID and
     pathological non-IID, 100 clients, C=0.1; stop at the target, the round cap or the CPU cap."""
-    from data_utils.fedavg import ClientArrays
+    from data_utils.clients import ClientArrays
     from data_utils.models import WeightsEvaluator
     from data_utils.partition import make_partition
 
@@ -314,7 +322,8 @@ def scale(s: Settings, engine: str, client_counts) -> dict:
     number of clients in ``client_counts``, and this process's peak memory after each. The full
     benchmark gives each configuration its own process (one count per call), so each peak is its
     own; TFF's process is built once per call (it does not depend on the number of clients)."""
-    from data_utils.fedavg import ClientArrays, FedAvgConfig, run_fedavg
+    from data_utils.clients import ClientArrays
+    from data_utils.fedavg import FedAvgConfig, run_fedavg
 
     if engine not in ("tff", "manual"):
         raise ValueError(f"engine must be 'tff' or 'manual', got {engine!r}")
@@ -377,7 +386,8 @@ def budget(s: Settings) -> dict:
     """FedAvg with 10 clients (all every round), IID and Dirichlet(alpha): test accuracy after every
     round until the training CPU time reaches the budget. Evaluation CPU is measured apart and not
     charged to the budget."""
-    from data_utils.fedavg import ClientArrays, FedAvgConfig, run_fedavg
+    from data_utils.clients import ClientArrays
+    from data_utils.fedavg import FedAvgConfig, run_fedavg
     from data_utils.models import WeightsEvaluator
     from data_utils.partition import make_partition
 

@@ -12,8 +12,9 @@ from typing import Iterable
 
 import numpy as np
 
-from .fedavg import (ClientArrays, FedAvgConfig, client_batches, local_train, num_sampled,
-                     sample_clients)
+from .clients import ClientArrays, client_batches, num_sampled, sample_clients
+from .fedavg import FedAvgConfig
+from .training import Trainer
 
 ATTACKS = ("label_flip", "model_replacement")
 
@@ -50,13 +51,13 @@ class ClientBehaviour:
     - a ``drop_fraction`` of each round's sampled clients, which fail and send nothing (None).
 
     The hook counts its calls to know the round (``run_fedavg`` calls it once per sampled client,
-    rounds in order), so use a new one for every run. ``model`` is the compiled Keras model the
-    clients train with."""
+    rounds in order), so use a new one for every run. ``trainer`` trains the clients
+    (:func:`data_utils.training.client_trainer`)."""
 
-    def __init__(self, model, clients: ClientArrays, cfg: FedAvgConfig, num_classes: int,
+    def __init__(self, trainer: Trainer, clients: ClientArrays, cfg: FedAvgConfig, num_classes: int,
                  malicious: Iterable[int] = (), attack: str | None = None, boost: float = 10.0,
                  drop_fraction: float = 0.0):
-        self.model, self.clients, self.cfg = model, clients, cfg
+        self.trainer, self.clients, self.cfg = trainer, clients, cfg
         self.num_classes = int(num_classes)
         self.malicious = {int(c) for c in malicious}
         if not self.malicious <= set(range(len(clients))):
@@ -90,71 +91,8 @@ class ClientBehaviour:
             y = flip_labels(y, self.num_classes)
         batches = client_batches(x, y, self.cfg.local_epochs, self.cfg.batch_size, self.cfg.seed,
                                  round_num, client_id)
-        new = local_train(self.model, weights, batches)
+        new = self.trainer.run(weights, batches)
         if attack == "model_replacement":
             new = [g + self.boost * (w - g) for w, g in zip(new, weights)]
         self.log.append({"round": round_num, "client": client_id, "event": attack or "honest"})
         return [np.asarray(w, dtype=np.asarray(g).dtype) for w, g in zip(new, weights)]
-
-
-def fedavg_under_attack_job(params: dict, progress=None) -> dict:
-    """One FedAvg run of the robustness notebook, from plain parameters: the experiment's and
-    the FedAvg settings of :func:`data_utils.tff_jobs.job_config`, plus
-
-    - ``AGGREGATOR``: ``"mean"``, ``"median"``, ``"trimmed_mean"``, ``"norm_clip"``,
-      ``"norm_zero"`` (:mod:`data_utils.robust`, NumPy) or ``"tff_robust"``
-      (``tff.learning.robust_aggregator()`` run by TFF on the loop's updates);
-    - ``AGGREGATOR_OPTIONS`` (dict), ``MALICIOUS`` (client ids), ``ATTACK``, ``BOOST``,
-      ``DROP_FRACTION`` as in :class:`ClientBehaviour`.
-
-    Returns the test accuracy by round, the examples used per round, seconds, what each client
-    did, and TFF's measurements (``tff_robust``). Runs in this process, or in the side
-    environment through :mod:`data_utils.sidecar` when TFF is needed and missing here."""
-    from .experiment import client_arrays, get_partition, initial_weights, load_data
-    from .fedavg import run_fedavg
-    from .models import WeightsEvaluator, build_model, compile_model
-    from .privacy import split_job_params
-    from .robust import AGGREGATORS, TffAggregatorHook, make_aggregator
-    from .tff_jobs import job_config
-
-    own, rest = split_job_params(params, {"AGGREGATOR": "mean", "AGGREGATOR_OPTIONS": {},
-                                           "MALICIOUS": [], "ATTACK": None, "BOOST": 10.0,
-                                           "DROP_FRACTION": 0.0})
-    exp, cfg, _ = job_config(rest)
-    name = own["AGGREGATOR"]
-    if name not in AGGREGATORS + ("tff_robust",):
-        raise ValueError(f"AGGREGATOR must be one of {', '.join(AGGREGATORS + ('tff_robust',))}, got {name!r}")
-    data = load_data(exp)
-    partition = get_partition(exp, data, log=lambda msg: None)
-    clients = client_arrays(exp, data, partition)
-    w0 = initial_weights(exp, data, log=lambda msg: None)
-    hook = None
-    if name == "tff_robust":
-        from .tff_fedavg import import_tff
-
-        hook = TffAggregatorHook(import_tff().learning.robust_aggregator(**own["AGGREGATOR_OPTIONS"]), w0)
-        aggregate = hook
-    else:
-        aggregate = None if name == "mean" and not own["AGGREGATOR_OPTIONS"] else \
-            make_aggregator(name, **own["AGGREGATOR_OPTIONS"])
-    model = compile_model(build_model(exp.model, data.input_shape, data.num_classes), cfg.client_lr)
-    behaviour = ClientBehaviour(model, clients, cfg, data.num_classes, malicious=own["MALICIOUS"],
-                                attack=own["ATTACK"], boost=float(own["BOOST"]),
-                                drop_fraction=float(own["DROP_FRACTION"]))
-    evaluate = WeightsEvaluator(exp.model, data.input_shape, data.num_classes, data.x_test, data.y_test)
-
-    def scored(weights):
-        metrics = evaluate(weights)
-        if progress:
-            progress({"round": len(scores) + 1, "rounds": cfg.rounds, **metrics})
-        scores.append(metrics["test_accuracy"])
-        return metrics
-
-    scores: list[float] = []
-    _, history = run_fedavg(model, w0, clients, cfg, evaluate=scored, progress=False,
-                            aggregate=aggregate, client_update=behaviour)
-    return {"aggregator": name, "test_accuracy": scores,
-            "examples": [r.num_examples for r in history],
-            "round_seconds": [r.seconds for r in history],
-            "events": behaviour.log,
-            "tff_measurements": hook.measurements if hook is not None else []}

@@ -34,6 +34,8 @@ CLASS_NAMES = {
                 "dog", "frog", "horse", "ship", "truck"],
 }
 DATASETS = tuple(CLASS_NAMES)
+# Training images per dataset (known before loading, so parameters can be checked up front).
+TRAIN_SIZES = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000}
 OFFLINE_DATASETS = ("fashion_mnist",)
 # Keras's download hosts, used only to tell "offline" from "online".
 _DOWNLOAD_HOST = ("storage.googleapis.com", 443)

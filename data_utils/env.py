@@ -1,7 +1,7 @@
 """Where am I, and how do I make this run repeatable?
 
 Colab detection, the repository root from any working directory, one seed for Python, NumPy
-and TensorFlow, the smoke switch, and the per-notebook results writer.
+and TensorFlow, the per-notebook results writer, and a stopwatch for named steps.
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import os
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 PACKAGE_NAME = "data_utils"
-SMOKE_ENV_VAR = "COURSE_SMOKE"
 RESULTS_ENV_VAR = "COURSE_RESULTS_DIR"
 
 
@@ -44,19 +44,6 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
         if (folder / PACKAGE_NAME / "__init__.py").is_file():
             return folder
     return Path(__file__).resolve().parent.parent
-
-
-def smoke_from_env(default: bool = False) -> bool:
-    """The smoke switch a ``parameters`` cell reads: ``COURSE_SMOKE=1`` (set by ``make test`` for
-    nbval) turns it on; papermill's injected ``SMOKE=...`` still overrides it."""
-    value = os.environ.get(SMOKE_ENV_VAR)
-    if value is None or value == "":
-        return default
-    if value.strip().lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.strip().lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{SMOKE_ENV_VAR}={value!r} is not understood; use 1/true/yes or 0/false/no")
 
 
 def set_seed(seed: int, deterministic_ops: bool = True) -> None:
@@ -139,3 +126,28 @@ def read_results(notebook: str, directory: str | os.PathLike | None = None) -> d
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+class Stopwatch:
+    """Wall-clock seconds of named steps: ``with watch("baseline"): ...``; ``watch.seconds``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def __call__(self, name: str):
+        watch = self
+
+        class _Step:
+            def __enter__(self):
+                self.t = time.perf_counter()
+                return self
+
+            def __exit__(self, *exc):
+                watch.seconds[name] = watch.seconds.get(name, 0.0) + time.perf_counter() - self.t
+                return False
+
+        return _Step()
+
+    def total(self) -> float:
+        return time.perf_counter() - self._start

@@ -330,7 +330,8 @@ def get_binary_models(task: BinaryTask, data, model_name: str, seed: int, train_
     :func:`data_utils.local.training_config`. Saved as ``build/artifacts/binary_models.npz``
     and reused only when every input matches."""
     from .artifacts import cached_weights
-    from .local import fingerprint, train_weights
+    from .baselines import fingerprint
+    from .training import train_weights
     from .models import build_model
 
     cfg = dict(train_config)
@@ -364,9 +365,9 @@ def get_binary_models(task: BinaryTask, data, model_name: str, seed: int, train_
 
 # ---- the federated models -------------------------------------------------------------------------
 def _fedavg_trainer(exp, data, cfg):
-    from .fedavg import client_model
+    from .training import client_trainer
 
-    return client_model(exp.model, data.input_shape, data.num_classes, cfg)
+    return client_trainer(exp.model, data.input_shape, data.num_classes, cfg.client_lr, cfg.client_momentum)
 
 
 def get_manual_fedavg(exp, cfg, data, partition, init, log: Callable[[str], None] = print,
@@ -393,14 +394,15 @@ def get_manual_fedavg(exp, cfg, data, partition, init, log: Callable[[str], None
 def get_tff_fedavg(job_params: Mapping, log: Callable[[str], None] = print,
                    progress: bool = True) -> tuple[list | None, list | None, str]:
     """TFF's FedAvg for notebook 04's parameters ``job_params`` (see
-    :func:`data_utils.tff_jobs.job_config`): the run notebook 04 saved (artifact ``fedavg_tff``)
+    :func:`data_utils.experiment.parse_params`): the run notebook 04 saved (artifact ``fedavg_tff``)
     when it was made with these parameters; else trained now in this process with
-    :func:`data_utils.tff_jobs.tff_fedavg_job` when TFF can run here (Python 3.11 stack); else
+    :func:`data_utils.jobs.tff_fedavg_job` when TFF can run here (Python 3.11 stack); else
     (weights, history) are None and the status says why. Returns (weights, rows, status)."""
     from .fedavg import load_fedavg_run, save_fedavg_run
-    from .tff_jobs import job_config
+    from .experiment import parse_params
+    from .tff_fedavg import JOB_OPTIONS
 
-    exp, cfg, _ = job_config(dict(job_params))
+    exp, cfg, _ = parse_params(dict(job_params), JOB_OPTIONS)
     run, status = load_fedavg_run("fedavg_tff", exp.as_dict(), cfg)
     if run is not None:
         made_by = run["extra"].get("made_by", "04_tff_fedavg")
@@ -418,7 +420,7 @@ def get_tff_fedavg(job_params: Mapping, log: Callable[[str], None] = print,
             + ("" if sys.version_info[:2] == (3, 11) else "; TFF 0.87 needs Python 3.11 and Keras 2")
             + ") and no saved run of notebook 04 matches these parameters. Run notebook 04 with the "
             "same parameters (it can use the Python 3.11 side environment), then this notebook again.")
-    from .tff_jobs import tff_fedavg_job
+    from .jobs import tff_fedavg_job
 
     log("fedavg_tff: training it now with TFF in this process")
     bar = None
@@ -476,7 +478,8 @@ def heterogeneity_runs(exp, cfg, init, schemes: Sequence[Mapping] = HETEROGENEIT
     from .artifacts import cached_weights
     from .experiment import client_arrays, load_data
     from .fedavg import load_fedavg_run, run_fedavg, save_fedavg_run
-    from .local import _params, train_weights, training_config
+    from .baselines import training_params as _params
+    from .training import train_weights, training_config
     from .models import WeightsEvaluator
     from .partition import make_partition
 

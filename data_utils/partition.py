@@ -18,7 +18,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -205,7 +204,7 @@ class Partition:
             params = json.loads(str(data["params"]))
             n = sum(1 for k in data.files if k.startswith("train_"))
             train = [data[f"train_{i}"] for i in range(n)]
-            test = [data[f"test_{i}"] for i in range(n)] if f"test_0" in data.files else []
+            test = [data[f"test_{i}"] for i in range(n)] if "test_0" in data.files else []
         return cls(params=params, train=train, test=test)
 
 

@@ -14,25 +14,19 @@ The accounting functions need no TensorFlow; :func:`dp_model_aggregator` and
 from __future__ import annotations
 
 import math
-import numbers
+
+from .validate import check_int, check_positive
 
 SAMPLINGS = ("poisson", "without_replacement")
 ACCOUNTANTS = ("rdp", "pld")
 
 
 def _positive(name, value, allow_zero=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
-        and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite "
-                         f"number, got {value!r}")
-    return float(value)
+    return check_positive(name, value, allow_zero=allow_zero)
 
 
 def _count(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(name, value, low=minimum)
 
 
 def dp_event(noise_multiplier: float, clients_per_round: int, num_clients: int, rounds: int,
@@ -156,81 +150,3 @@ def build_dp_fedavg(model_name: str, input_shape, num_classes: int, client_lr: f
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=_positive("server_lr", server_lr)),
         model_aggregator=aggregator,
     )
-
-
-def split_job_params(params: dict, own: dict) -> tuple[dict, dict]:
-    """Split a job's parameters into its own (``own``: name -> default) and those
-    :func:`data_utils.tff_jobs.job_config` checks (experiment and FedAvg settings)."""
-    if not isinstance(params, dict):
-        raise ValueError(f"params must be a dict of notebook parameters, got {type(params).__name__}")
-    mine = dict(own)
-    mine.update({k: v for k, v in params.items() if k in own})
-    return mine, {k: v for k, v in params.items() if k not in own}
-
-
-def dp_fedavg_job(params: dict, progress=None) -> dict:
-    """Train DP-FedAvg with TFF once per noise multiplier, from the same initial weights on the
-    same sampled clients; return each run's test accuracy by round and its timings.
-
-    ``params``: the experiment's (``NUM_CLIENTS`` is the population DP samples from), the FedAvg
-    settings of :func:`data_utils.tff_jobs.job_config` (``ROUNDS``, ``CLIENTS_PER_ROUND``,
-    ``CLIENT_LR``, ...), ``NOISE_MULTIPLIERS`` (a list) and ``DP_CLIP`` (None: adaptive clip).
-    The clients are partitioned afresh (not saved over the course's shared partition).
-
-    TFF's Gaussian noise op takes no seed, and TensorFlow's op determinism refuses unseeded
-    random ops, so determinism is switched off while the job runs: the noise differs from run
-    to run, as DP noise must (a noise seed the server could know would void the guarantee).
-    Runs in this process or, from Colab's default runtime, through :mod:`data_utils.sidecar`."""
-    import time
-
-    from tensorflow.python.framework import config as tf_config
-
-    from .experiment import client_arrays, initial_weights, load_data
-    from .models import WeightsEvaluator
-    from .partition import make_partition
-    from .tff_fedavg import run_tff_fedavg, set_state_weights
-    from .tff_jobs import job_config
-
-    own, rest = split_job_params(params, {"NOISE_MULTIPLIERS": [0.0, 1.0], "DP_CLIP": 0.5})
-    exp, cfg, _ = job_config(rest)
-    zs = own["NOISE_MULTIPLIERS"]
-    if not isinstance(zs, (list, tuple)) or not zs:
-        raise ValueError(f"NOISE_MULTIPLIERS must be a non-empty list of numbers >= 0, got {zs!r}")
-    zs = [_positive("each noise multiplier", z, allow_zero=True) for z in zs]
-    clip = None if own["DP_CLIP"] is None else _positive("DP_CLIP", own["DP_CLIP"])
-    m = cfg.clients_per_round or exp.num_clients
-    data = load_data(exp)
-    partition = make_partition(data.y_train, **exp.partition_kwargs())
-    clients = client_arrays(exp, data, partition)
-    w0 = initial_weights(exp, data, log=lambda msg: None)
-    evaluate = WeightsEvaluator(exp.model, data.input_shape, data.num_classes, data.x_test, data.y_test)
-    runs, done = [], 0
-    was_deterministic = tf_config.is_op_determinism_enabled()
-    if was_deterministic:
-        tf_config.disable_op_determinism()
-    try:
-        for z in zs:
-            start = time.perf_counter()
-            process = build_dp_fedavg(exp.model, data.input_shape, data.num_classes, cfg.client_lr,
-                                      cfg.server_lr, dp_model_aggregator(z, m, clip=clip))
-            state = set_state_weights(process, process.initialize(), w0)
-            built = time.perf_counter() - start
-
-            def on_round(record, _state, z=z):
-                nonlocal done
-                done += 1
-                if progress:
-                    progress({"round": done, "rounds": cfg.rounds * len(zs), "noise_multiplier": z,
-                              "test_accuracy": record.metrics["test_accuracy"]})
-
-            state, history = run_tff_fedavg(process, state, clients, cfg, evaluate=evaluate,
-                                            progress=False, on_round=on_round)
-            runs.append({"noise_multiplier": z, "build_seconds": built,
-                         "round_seconds": [r.seconds for r in history],
-                         "test_accuracy": [r.metrics["test_accuracy"] for r in history],
-                         "train_loss": [r.metrics["train_loss"] for r in history]})
-    finally:
-        if was_deterministic:
-            tf_config.enable_op_determinism()
-    return {"runs": runs, "num_clients": exp.num_clients, "clients_per_round": int(m),
-            "rounds": cfg.rounds, "clip": clip, "client_sizes": clients.sizes().tolist()}

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .fedavg import check_weight_lists, weighted_average
+from .aggregation import check_weight_lists, weighted_average
 
 AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "norm_zero")
 

@@ -30,7 +30,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .fedavg import check_weight_lists
+from .aggregation import check_weight_lists
 
 PRIME = 2**127 - 1  # Mersenne prime: Shamir's field and the toy Diffie-Hellman group
 GENERATOR = 3
@@ -382,60 +382,3 @@ def secure_weighted_mean(deltas: Sequence[Sequence[np.ndarray]], counts: Sequenc
     total_count = float(to_signed(total[-1:], quantizer.modulus_bits)[0])
     mean = weighted_sum * n_max / total_count
     return [m.astype(np.asarray(w).dtype) for m, w in zip(unflatten(mean, shapes), lists[0])]
-
-
-def tff_secure_sum_job(params: dict) -> dict:
-    """Sum the clients' float vectors with TFF's ``tff.aggregators.SecureSumFactory`` (values
-    clipped to ``[-BOUND, BOUND]``, quantized, summed with ``tff.federated_secure_sum_bitwidth``).
-
-    ``params``: ``{"VALUES": [one 1-D float array per client], "BOUND": float}``. Tries TFF's
-    default simulation runtime first and records what happens; then runs the computation in
-    TFF's *test* runtime (``tff.backends.test``), which replaces each secure-sum intrinsic with
-    an ordinary sum of the same quantized integers: the arithmetic of secure aggregation, not its
-    cryptography. The default runtime is restored afterwards."""
-    import gc
-    import logging
-
-    from .tff_fedavg import import_tff
-
-    values = [np.asarray(v, dtype=np.float32) for v in params.get("VALUES", [])]
-    if len(values) < 2 or any(v.ndim != 1 or v.shape != values[0].shape for v in values):
-        raise ValueError("VALUES must hold at least two 1-D arrays of one length (one per client)")
-    bound = params.get("BOUND")
-    if not isinstance(bound, (int, float)) or isinstance(bound, bool) or not np.isfinite(bound) or bound <= 0:
-        raise ValueError(f"BOUND must be a positive number, got {bound!r}")
-    tff = import_tff()
-    # TF logs a page about unused assert ops when a failed run's graph is garbage-collected
-    tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
-    tf_logger.setLevel(logging.CRITICAL)
-    try:
-        return _secure_sum_in_tff(tff, values, float(bound))
-    finally:
-        gc.collect()
-        tf_logger.setLevel(level)
-
-
-def _secure_sum_in_tff(tff, values: list, bound: float) -> dict:
-    aggregator = tff.aggregators.SecureSumFactory(bound).create(
-        tff.TensorType(np.float32, values[0].shape))
-
-    @tff.federated_computation(tff.FederatedType(tff.TensorType(np.float32, values[0].shape), tff.CLIENTS))
-    def secure_total(client_values):
-        return aggregator.next(aggregator.initialize(), client_values).result
-
-    out = {"bound": bound, "plain_sum": np.sum(values, axis=0, dtype=np.float64),
-           "type_signature": str(secure_total.type_signature)}
-    try:
-        out["default_runtime_sum"] = np.asarray(secure_total(values))
-        out["default_runtime_error"] = None
-    except Exception as err:  # noqa: BLE001 - report what the runtime says, whatever it is
-        details = getattr(err, "details", None)
-        text = details() if callable(details) else str(err)
-        out["default_runtime_error"] = f"{type(err).__name__}: {text.strip().splitlines()[0][:300]}"
-    try:
-        tff.backends.test.set_sync_test_cpp_execution_context()
-        out["test_runtime_sum"] = np.asarray(secure_total(values))
-    finally:
-        tff.backends.native.set_sync_local_cpp_execution_context()
-    return out

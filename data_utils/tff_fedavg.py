@@ -1,19 +1,24 @@
-"""FedAvg with TensorFlow Federated 0.87 on the course's clients and models.
+"""Everything built with TensorFlow Federated 0.87 (notebooks 00, 04-07): the Keras model
+wrapped for TFF, FedAvg's learning process, federated evaluation, and the round driver.
 
-The clients are the same :class:`~data_utils.fedavg.ClientArrays` as the manual loop's; each round
-only the sampled clients' ``tf.data`` datasets are built (lazily), with exactly the batches
-:func:`~data_utils.fedavg.client_dataset` gives the manual loop, so both runs are comparable
-round by round. Importing this module imports TFF (Python 3.9-3.11 and Keras 2 only).
+The clients are the same :class:`~data_utils.clients.ClientArrays` as the hand-written loop's;
+each round only the sampled clients' ``tf.data`` datasets are built (lazily), with exactly the
+batches :func:`~data_utils.clients.client_dataset` gives the hand-written loop, and the rounds run
+in the same :func:`~data_utils.fedavg.run_rounds` loop, so both runs are comparable round by
+round. TFF itself is imported only when a function needs it (:func:`import_tff`; Python 3.9-3.11
+and Keras 2 only), so this module imports anywhere.
 """
 from __future__ import annotations
 
-import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .fedavg import (ClientArrays, FedAvgConfig, RoundRecord, Weights, client_dataset,
-                     num_sampled, sample_clients)
+from .aggregation import Weights
+from .clients import ClientArrays, client_dataset
+from .experiment import load_data, parse_params
+from .fedavg import FedAvgConfig, RoundStep, run_rounds
 from .models import build_model
 
 
@@ -119,36 +124,76 @@ def federated_data(clients: ClientArrays, sampled, cfg: FedAvgConfig, round_num:
 def run_tff_fedavg(process, state, clients: ClientArrays, cfg: FedAvgConfig,
                    evaluate: Callable[[Weights], dict] | None = None, progress: bool = True,
                    desc: str = "TFF FedAvg", on_round: Callable | None = None):
-    """Run ``cfg.rounds`` rounds of ``process.next`` on the sampled clients (same sampling as the
-    manual loop). Returns the final state and per-round history (train loss/accuracy from TFF,
-    plus ``evaluate(weights)``)."""
-    m = num_sampled(len(clients), cfg.client_fraction, cfg.clients_per_round)
-    history: list[RoundRecord] = []
-    rounds = range(1, cfg.rounds + 1)
-    if progress:
-        from tqdm.auto import tqdm
-        rounds = tqdm(rounds, desc=desc, unit="round")
-    for r in rounds:
-        sampled = sample_clients(len(clients), m, r, cfg.seed)
-        start = time.perf_counter()
+    """Run ``cfg.rounds`` rounds of ``process.next`` on the sampled clients, in the same
+    :func:`~data_utils.fedavg.run_rounds` loop (same sampling) as the hand-written FedAvg.
+    Returns the final state and per-round history (train loss/accuracy from TFF, plus
+    ``evaluate(weights)``)."""
+
+    def step(state, sampled, r):
         if cfg.client_lr_schedule != "constant":  # the client learning rate lives in the state
             hparams = process.get_hparams(state)
             hparams["client_work"]["learning_rate"] = np.float32(cfg.client_lr_for_round(r))
             state = process.set_hparams(state, hparams)
         result = process.next(state, federated_data(clients, sampled, cfg, r))
-        state = result.state
-        seconds = time.perf_counter() - start
         train = result.metrics["client_work"]["train"]
-        metrics = {"train_loss": float(train["loss"]),
-                   "train_accuracy": float(train["sparse_categorical_accuracy"])}
-        if evaluate:
-            metrics.update(evaluate(state_weights(process, state)))
-        if cfg.client_lr_schedule != "constant":
-            metrics["client_lr"] = cfg.client_lr_for_round(r)
-        n = int(sum(len(clients.indices[c]) for c in sampled))
-        history.append(RoundRecord(r, [int(c) for c in sampled], n, seconds, metrics))
-        if on_round:
-            on_round(history[-1], state)
-        if progress:
-            rounds.set_postfix({k: round(v, 4) for k, v in metrics.items()})
-    return state, history
+        return RoundStep(result.state, int(sum(len(clients.indices[c]) for c in sampled)),
+                         {"train_loss": float(train["loss"]),
+                          "train_accuracy": float(train["sparse_categorical_accuracy"])})
+
+    return run_rounds(state, len(clients), cfg, step, weights_of=lambda s: state_weights(process, s),
+                      evaluate=evaluate, on_round=on_round, progress=progress, desc=desc)
+
+
+def build_process(params: dict):
+    """The TFF FedAvg process notebook 04 trains with (``build_weighted_fed_avg``, SGD on
+    clients and server), built from the notebook's parameters (:func:`~data_utils.experiment.parse_params`)."""
+    exp, cfg, _ = parse_params(params, own=JOB_OPTIONS)
+    data = load_data(exp)
+    return build_fedavg(exp.model, data.input_shape, data.num_classes, cfg.client_lr, cfg.server_lr,
+                        client_momentum=cfg.client_momentum)
+
+
+# Options of TFF's FedAvg job besides the experiment's and FedAvg's parameters.
+JOB_OPTIONS = {
+    "FED_EVAL": True,            # federated evaluation on the clients' local test splits
+    "EVAL_BATCH_SIZE": 500,
+    "TENSORBOARD_DIR": None,     # write TensorBoard event files here (relative: to the repo root)
+}
+
+
+def federated_evaluation(model_name: str, input_shape, num_classes: int, weights,
+                         client_data: list, batch_size: int = 500) -> dict:
+    """``tff.learning.algorithms.build_fed_eval`` on the given clients' (x, y) arrays with
+    ``weights`` as the model: the example-weighted accuracy and loss over all those clients."""
+    import tensorflow as tf
+
+    tff = import_tff()
+    client_data = [(x, y) for x, y in client_data if len(x) > 0]
+    if not client_data:
+        raise ValueError("federated evaluation needs at least one client with local test data")
+    evaluation = tff.learning.algorithms.build_fed_eval(
+        keras_model_fn(model_name, tuple(input_shape), num_classes, element_spec(tuple(input_shape))))
+    state = evaluation.initialize()
+    state = evaluation.set_model_weights(state, tff.learning.models.ModelWeights(
+        trainable=[np.asarray(w, np.float32) for w in weights], non_trainable=[]))
+    datasets = [tf.data.Dataset.from_tensor_slices((x, np.asarray(y, np.int32))).batch(batch_size)
+                for x, y in client_data]
+    metrics = evaluation.next(state, datasets).metrics["client_work"]["eval"]["current_round_metrics"]
+    return {"accuracy": float(metrics["sparse_categorical_accuracy"]), "loss": float(metrics["loss"]),
+            "num_examples": int(metrics["num_examples"]), "num_clients": len(client_data),
+            "next_type_signature": str(evaluation.next.type_signature)}
+
+
+def tensorboard_writer(directory):
+    """A TensorBoard summary writer for ``directory`` (relative: to the repository root), or
+    None when ``directory`` is empty."""
+    if not directory:
+        return None
+    import tensorflow as tf
+
+    from .env import repo_root
+
+    path = Path(directory)
+    path = path if path.is_absolute() else repo_root() / path
+    path.mkdir(parents=True, exist_ok=True)
+    return tf.summary.create_file_writer(str(path))

@@ -202,7 +202,7 @@ def test_default_runtime_builds_the_side_env_and_the_runner_uses_it(tmp_path):
     assert (version, has_tff, problem) == ((3, 11), True, "")
     again = run_setup(python, site, path=path, timeout=60, COURSE_NEEDS_TFF=1, COURSE_SIDE_VENV=venv)
     assert again.returncode == 0 and "ready" in again.stdout
-    result = sidecar.run_job("data_utils.sidecar:selftest_job", {"steps": 1}, mode="sidecar",
+    result = sidecar.run_job("tests.sidecar_jobs:selftest_job", {"steps": 1}, mode="sidecar",
                              python=venv / "bin" / "python", show=False, echo=False)
     assert result["python"] == [3, 11]
 
@@ -457,10 +457,10 @@ def test_values_that_cannot_cross_are_rejected_with_their_path(bad, where):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(target="no_colon"), "package.module:function"),
-    (dict(target="data_utils.sidecar:selftest_job", mode="cloud"), "mode must be"),
-    (dict(target="data_utils.sidecar:selftest_job", params=[1]), "params must be a dict"),
-    (dict(target="data_utils.sidecar:selftest_job", timeout=0), "timeout"),
-    (dict(target="data_utils.sidecar:selftest_job", params={"x": object()}), "cannot be sent"),
+    (dict(target="tests.sidecar_jobs:selftest_job", mode="cloud"), "mode must be"),
+    (dict(target="tests.sidecar_jobs:selftest_job", params=[1]), "params must be a dict"),
+    (dict(target="tests.sidecar_jobs:selftest_job", timeout=0), "timeout"),
+    (dict(target="tests.sidecar_jobs:selftest_job", params={"x": object()}), "cannot be sent"),
 ])
 def test_run_job_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -478,7 +478,7 @@ def test_round_trip_through_the_side_environment_streams_progress_and_returns_ar
     python = side_python()
     events, params = [], {"steps": 4, "w": [np.arange(6.0).reshape(2, 3), np.int64(7)],
                           "pair": (1, "two")}
-    result = sidecar.run_job("data_utils.sidecar:selftest_job", params, mode="sidecar",
+    result = sidecar.run_job("tests.sidecar_jobs:selftest_job", params, mode="sidecar",
                              on_progress=events.append, show=False, echo=False)
     assert [e["round"] for e in events] == [1, 2, 3, 4] and events[-1]["value"] == 1.0
     assert same(result["echo"]["w"][0], np.arange(6.0).reshape(2, 3) * 2)
@@ -489,7 +489,7 @@ def test_round_trip_through_the_side_environment_streams_progress_and_returns_ar
 
 
 def test_inprocess_mode_gives_the_same_types():
-    result = sidecar.run_job("data_utils.sidecar:selftest_job", {"pair": (1, 2), "a": np.ones(2)},
+    result = sidecar.run_job("tests.sidecar_jobs:selftest_job", {"pair": (1, 2), "a": np.ones(2)},
                              mode="inprocess", show=False)
     assert result["echo"]["pair"] == (1, 2) and same(result["echo"]["a"], np.full(2, 2.0))
 
@@ -497,7 +497,7 @@ def test_inprocess_mode_gives_the_same_types():
 def test_a_failing_job_raises_with_the_side_traceback():
     side_python()
     with pytest.raises(sidecar.SidecarJobError, match="ValueError: no luck") as info:
-        sidecar.run_job("data_utils.sidecar:selftest_job", {"fail": "no luck"}, mode="sidecar",
+        sidecar.run_job("tests.sidecar_jobs:selftest_job", {"fail": "no luck"}, mode="sidecar",
                         show=False, echo=False)
     assert "selftest_job" in info.value.remote_traceback and info.value.remote_type == "ValueError"
 
@@ -505,7 +505,7 @@ def test_a_failing_job_raises_with_the_side_traceback():
 def test_a_job_that_outlives_its_timeout_is_stopped_with_everything_it_started():
     side_python()
     with pytest.raises(sidecar.SidecarTimeout, match="longer than 3 s"):
-        sidecar.run_job("data_utils.sidecar:selftest_job", {"spawn_sleep": 120, "sleep": 120},
+        sidecar.run_job("tests.sidecar_jobs:selftest_job", {"spawn_sleep": 120, "sleep": 120},
                         mode="sidecar", timeout=3, show=False, echo=False)
     assert sidecar.last_run["outcome"] == "timeout"
     assert "sleep" in sidecar.last_run["ended"]
@@ -515,7 +515,7 @@ def test_a_job_that_outlives_its_timeout_is_stopped_with_everything_it_started()
 def test_a_child_left_running_by_a_finished_job_is_ended():
     """What TFF's worker_binary does: outlive the job's process and hold its output open."""
     side_python()
-    sidecar.run_job("data_utils.sidecar:selftest_job", {"spawn_sleep": 120}, mode="sidecar",
+    sidecar.run_job("tests.sidecar_jobs:selftest_job", {"spawn_sleep": 120}, mode="sidecar",
                     show=False, echo=False, timeout=120)
     assert sidecar.last_run["outcome"] == "exited" and "sleep" in sidecar.last_run["ended"]
     assert sidecar.session_members(sidecar.last_run["pid"]) == []
@@ -534,7 +534,7 @@ def test_keyboard_interrupt_stops_the_job_and_propagates():
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        sidecar.run_job("data_utils.sidecar:selftest_job", {"spawn_sleep": 120, "sleep": 120},
+        sidecar.run_job("tests.sidecar_jobs:selftest_job", {"spawn_sleep": 120, "sleep": 120},
                         mode="sidecar", show=False, echo=False, timeout=60,
                         on_progress=interrupt_once_started)
     assert any("spawned" in e for e in seen)
@@ -544,7 +544,7 @@ def test_keyboard_interrupt_stops_the_job_and_propagates():
 
 def test_no_side_environment_is_a_clear_error(tmp_path):
     with pytest.raises(sidecar.SideEnvUnavailable, match="make setup") as info:
-        sidecar.run_job("data_utils.sidecar:selftest_job", {}, mode="sidecar",
+        sidecar.run_job("tests.sidecar_jobs:selftest_job", {}, mode="sidecar",
                         python=tmp_path / "missing" / "python")
     assert "does not exist" in str(info.value)
     this = pyenv_python("3.13") or pyenv_python("3.12")

@@ -1,11 +1,14 @@
-"""data_utils.env: seeding, the results writer, the repository root, the smoke switch."""
+"""data_utils.env: seeding, the results writer, the repository root, the one smoke switch."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from data_utils import env
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_set_seed_gives_identical_model_weights():
@@ -83,20 +86,18 @@ def test_repo_root_from_a_subfolder(tmp_path, monkeypatch):
     assert env.repo_root(real / "notebooks") == real
 
 
-@pytest.mark.parametrize("value,expected", [(None, False), ("", False), ("1", True), ("true", True),
-                                            ("YES", True), ("on", True), ("0", False), ("no", False),
-                                            ("off", False)])
-def test_smoke_from_env(monkeypatch, value, expected):
-    if value is None:
-        monkeypatch.delenv(env.SMOKE_ENV_VAR, raising=False)
-    else:
-        monkeypatch.setenv(env.SMOKE_ENV_VAR, value)
-    assert env.smoke_from_env() is expected
+SMOKE_LINE = 'SMOKE = os.environ.get("COURSE_SMOKE", "0") in ("1", "true")'
 
 
-def test_smoke_from_env_default_and_bad_value(monkeypatch):
-    monkeypatch.delenv(env.SMOKE_ENV_VAR, raising=False)
-    assert env.smoke_from_env(default=True) is True
-    monkeypatch.setenv(env.SMOKE_ENV_VAR, "maybe")
-    with pytest.raises(ValueError, match="COURSE_SMOKE"):
-        env.smoke_from_env()
+@pytest.mark.parametrize("nb_path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_notebook_reads_the_one_smoke_switch(nb_path):
+    """One smoke switch: every parameters cell reads COURSE_SMOKE the same way (make test sets
+    it to 1; papermill's SMOKE=... overrides it), and CONTRIBUTING.md documents that line."""
+    import nbformat
+
+    cells = [c for c in nbformat.read(nb_path, as_version=4).cells
+             if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1
+    smoke = [line for line in cells[0].source.splitlines() if line.startswith("SMOKE")]
+    assert len(smoke) == 1 and smoke[0].startswith(SMOKE_LINE), smoke
+    assert SMOKE_LINE in (ROOT / "CONTRIBUTING.md").read_text()

@@ -3,7 +3,6 @@ task, sentences built from numbers, reuse of saved FedAvg runs; and notebook 05'
 the numbers notebooks 02 and 04 stored for the same parameters."""
 import importlib.util
 import json
-import math
 import time
 from pathlib import Path
 
@@ -13,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data_utils import evaluation as ev
-from data_utils.fedavg import FedAvgConfig, num_sampled, sample_clients, save_fedavg_run
+from data_utils.clients import num_sampled, sample_clients
+from data_utils.fedavg import FedAvgConfig, save_fedavg_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ def test_costs_reject_bad_input(call, message):
        per_round=st.integers(1, 12), epochs=st.integers(1, 3), seed=st.integers(0, 10**6))
 def test_fedavg_cost_matches_the_clients_fedavg_samples(sizes, rounds, per_round, epochs, seed):
     """The accounting agrees with what run_fedavg records: each round's clients come from
-    data_utils.fedavg.sample_clients, and RoundRecord.num_examples is the sum of their sizes."""
+    data_utils.clients.sample_clients, and RoundRecord.num_examples is the sum of their sizes."""
     n = len(sizes)
     m = num_sampled(n, clients_per_round=min(per_round, n))
     sampled = [sample_clients(n, m, r, seed).tolist() for r in range(1, rounds + 1)]
@@ -323,7 +323,8 @@ def artifacts(tmp_path, monkeypatch):
 
 def test_get_tff_fedavg_reuses_a_matching_run_and_says_when_tff_is_missing(artifacts, monkeypatch):
     from data_utils import sidecar
-    from data_utils.tff_jobs import job_config
+    from data_utils.experiment import parse_params
+    from data_utils.tff_fedavg import JOB_OPTIONS
 
     params = {"NUM_CLIENTS": 3, "SEED": 5, "SMOKE": True, "ROUNDS": 2}
     monkeypatch.setattr(sidecar, "tff_available_here", lambda: False)
@@ -331,7 +332,7 @@ def test_get_tff_fedavg_reuses_a_matching_run_and_says_when_tff_is_missing(artif
     assert weights is None and history is None
     assert status.startswith("not available") and "notebook 04" in status
 
-    exp, cfg, _ = job_config(params)
+    exp, cfg, _ = parse_params(params, JOB_OPTIONS)
     saved = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(3, np.float32)]
     rows = [{"round": r, "clients": [0, 1, 2], "num_examples": 30, "seconds": 0.1, "test_accuracy": 0.5}
             for r in (1, 2)]
@@ -363,7 +364,7 @@ def test_get_manual_fedavg_trains_once_then_reuses(artifacts):
 
 def test_get_binary_models_trains_from_one_start_and_reuses(artifacts):
     from data_utils.experiment import Experiment, load_data
-    from data_utils.local import training_config
+    from data_utils.training import training_config
 
     data = load_data(Experiment.from_params(smoke=True, seed=1))
     task = ev.make_binary_task(data.y_train, data.y_test, (0, 6), num_clients=2, per_client=20,

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_utils.fedavg import (ClientArrays, FedAvgConfig, client_batches, client_dataset, fedavg_round,
-                               local_train, num_sampled, run_fedavg, sample_clients, sequential_average,
-                               sequential_coefficients, weighted_average)
+from data_utils.aggregation import sequential_average, sequential_coefficients, weighted_average
+from data_utils.clients import ClientArrays, client_batches, client_dataset, num_sampled, sample_clients
+from data_utils.fedavg import FedAvgConfig, fedavg_round, run_fedavg
+from data_utils.training import client_trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = (8, 8, 1)  # small images keep the Keras tests fast
@@ -209,16 +210,16 @@ def test_client_batches_and_client_dataset_are_the_same_batches():
 
 
 @pytest.mark.parametrize("epochs, batch_size", [(1, 5), (2, 7), (1, None)])
-def test_local_train_compiled_loop_equals_model_fit(epochs, batch_size):
-    """local_train on ClientBatches (one compiled call) gives model.fit's weights on the same
+def test_trainer_run_compiled_loop_equals_model_fit(epochs, batch_size):
+    """Trainer.run on ClientBatches (one compiled call) gives model.fit's weights on the same
     batches: same forward pass, loss and SGD steps, fresh optimizer each time."""
     clients, w0, make = _setup(num_clients=2)
-    model = make(0.1)
+    trainer = make(0.1)
     for client in range(2):
         x, y = clients[client]
         args = (x, y, epochs, batch_size, 0, 1, client)
-        by_fit = local_train(model, w0, client_dataset(*args))
-        by_loop = local_train(model, w0, client_batches(*args))
+        by_fit = trainer.run(w0, client_dataset(*args))
+        by_loop = trainer.run(w0, client_batches(*args))
         for a, c in zip(by_fit, by_loop):
             np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
         assert not all(np.array_equal(a, w) for a, w in zip(by_loop, w0))
@@ -236,7 +237,7 @@ def test_client_arrays_and_config_validate():
 
 # ---- the algorithm on a real Keras model -------------------------------------------------------
 def _setup(num_clients=3, per_client=24, seed=0):
-    from data_utils.models import build_model, compile_model
+    from data_utils.models import build_model
 
     rng = np.random.default_rng(seed)
     n = num_clients * per_client
@@ -246,7 +247,7 @@ def _setup(num_clients=3, per_client=24, seed=0):
     sizes[-1] = n - sizes[:-1].sum()
     clients = ClientArrays(x, y, np.split(rng.permutation(n), np.cumsum(sizes)[:-1]))
     w0 = build_model("cnn_small", SHAPE, 10, seed=seed).get_weights()
-    return clients, w0, lambda lr: compile_model(build_model("cnn_small", SHAPE, 10), lr)
+    return clients, w0, lambda lr: client_trainer("cnn_small", SHAPE, 10, lr)
 
 
 def test_fedsgd_round_is_one_gradient_step_on_the_union():
@@ -258,7 +259,7 @@ def test_fedsgd_round_is_one_gradient_step_on_the_union():
     lr = 0.1
     cfg = FedAvgConfig(rounds=1, local_epochs=1, batch_size=None, client_lr=lr)
     new, n = fedavg_round(make(lr), w0, clients, [0, 1, 2], cfg, round_num=1)
-    model = make(lr)
+    model = make(lr).model
     model.set_weights(w0)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     grads = None
@@ -275,13 +276,12 @@ def test_fedsgd_round_is_one_gradient_step_on_the_union():
 
 
 def test_fedavg_single_client_is_local_training_and_server_lr_scales_the_step():
-    from data_utils.fedavg import local_train
 
     clients, w0, make = _setup()
     cfg = FedAvgConfig(rounds=1, local_epochs=2, batch_size=8, client_lr=0.05)
     new, _ = fedavg_round(make(0.05), w0, clients, [1], cfg, round_num=1)
     x, y = clients[1]
-    local = local_train(make(0.05), w0, client_dataset(x, y, 2, 8, cfg.seed, 1, 1))
+    local = make(0.05).run(w0, client_dataset(x, y, 2, 8, cfg.seed, 1, 1))
     for a, b in zip(new, local):
         np.testing.assert_allclose(a, b, atol=1e-6)
     half = FedAvgConfig(rounds=1, local_epochs=2, batch_size=8, client_lr=0.05, server_lr=0.5)
@@ -333,20 +333,18 @@ def test_run_fedavg_follows_the_client_lr_schedule():
 def test_each_client_starts_with_a_fresh_optimizer():
     """With momentum, client 1 must not inherit client 0's velocity: one shared trainer gives
     the same result as a new model per client (TFF restarts the client optimizer too)."""
-    from data_utils.fedavg import client_model, local_train
-
     clients, w0, _ = _setup()
     cfg = FedAvgConfig(rounds=1, local_epochs=1, batch_size=8, client_lr=0.05, client_momentum=0.9)
-    shared, _ = fedavg_round(client_model("cnn_small", SHAPE, 10, cfg), w0, clients, [0, 1], cfg, 1)
+    shared, _ = fedavg_round(client_trainer("cnn_small", SHAPE, 10, cfg.client_lr, cfg.client_momentum), w0, clients, [0, 1], cfg, 1)
     separate = []
     for c in (0, 1):
         x, y = clients[c]
-        separate.append(local_train(client_model("cnn_small", SHAPE, 10, cfg), w0,
-                                    client_dataset(x, y, 1, 8, cfg.seed, 1, c)))
+        separate.append(client_trainer("cnn_small", SHAPE, 10, cfg.client_lr, cfg.client_momentum).run(
+            w0, client_dataset(x, y, 1, 8, cfg.seed, 1, c)))
     expected = weighted_average(separate, [len(clients[0][0]), len(clients[1][0])])
     for a, b in zip(shared, expected):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    assert float(np.asarray(client_model("cnn_small", SHAPE, 10, cfg).optimizer.learning_rate)) == pytest.approx(0.05)
+    assert float(np.asarray(client_trainer("cnn_small", SHAPE, 10, cfg.client_lr, cfg.client_momentum).optimizer.learning_rate)) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="client_momentum"):
         FedAvgConfig(client_momentum=1.0)
 
@@ -407,7 +405,7 @@ def test_notebook_fedavg_equals_package(fraction, epochs, batch):
                        client_lr=0.05, seed=11)
     ours, _ = run_fedavg(make(0.05), w0, clients, cfg, progress=False)
     theirs, history = ns["federated_averaging"](
-        make(0.05), w0, clients, rounds=2, client_fraction=fraction, local_epochs=epochs,
+        make(0.05).model, w0, clients, rounds=2, client_fraction=fraction, local_epochs=epochs,
         batch_size=batch, seed=11)
     assert len(history) == 2
     for a, b in zip(ours, theirs):

@@ -2,7 +2,6 @@
 artifacts and results folders, so nothing from an earlier notebook is there), with non-default
 parameters where the notebook takes them, under the time limit its issue sets."""
 import json
-import os
 import time
 from pathlib import Path
 

@@ -2,7 +2,7 @@
 ValueErrors for invalid ones."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_utils import partition as P

@@ -4,7 +4,7 @@ newest TensorFlow (Keras 3), i.e. in .venv313 (`make test-py313`, part of `make 
 - every notebook that does not need TFF (scripts/notebook_header.py: not in NEEDS_TFF), and
   notebook 04, which runs its TFF work through data_utils.sidecar.run_job, execute end
   to end in smoke mode under papermill (COURSE_PY313_ALL=1: every sidecar-ready TFF notebook);
-- notebook 04's TFF training (data_utils.tff_jobs.tff_fedavg_job) runs through the
+- notebook 04's TFF training (data_utils.jobs.tff_fedavg_job) runs through the
   side-environment runner, returns its results, and leaves no worker_binary behind.
 """
 import importlib.util
@@ -68,8 +68,6 @@ def test_notebook_runs_in_python313_with_keras3(nb_path, tmp_path, monkeypatch):
 
 
 def test_notebook_04_training_runs_through_the_side_environment(tmp_path, monkeypatch):
-    if not (ROOT / "data_utils" / "tff_jobs.py").is_file():
-        pytest.skip("data_utils/tff_jobs.py (notebook 04's job) is not there yet")
     from data_utils import sidecar
 
     try:
@@ -80,7 +78,7 @@ def test_notebook_04_training_runs_through_the_side_environment(tmp_path, monkey
     events = []
     params = {"SMOKE": True, "ROUNDS": 2, "NUM_CLIENTS": 5, "SEED": 3, "FED_EVAL": False}
     start = time.perf_counter()
-    result = sidecar.run_job("data_utils.tff_jobs:tff_fedavg_job", params, mode="auto",
+    result = sidecar.run_job("data_utils.jobs:tff_fedavg_job", params, mode="auto",
                              on_progress=events.append, show=False, timeout=900)
     print(f"notebook 04's job through the side environment ({side}): "
           f"{time.perf_counter() - start:.0f} s; worker processes ended: {sidecar.last_run['ended']}")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_utils.fedavg import weighted_average
+from data_utils.aggregation import weighted_average
 from data_utils.robust import (AGGREGATORS, coordinate_median, make_aggregator, norm_clipped_mean,
                                norm_zeroed_mean, plain_mean, trimmed_count, trimmed_mean,
                                update_norms)
@@ -157,8 +157,10 @@ def test_flip_labels_and_dropped_clients():
 
 def test_client_behaviour_honest_run_equals_plain_run_and_attack_scales():
     from data_utils.attacks import ClientBehaviour
-    from data_utils.fedavg import ClientArrays, FedAvgConfig, run_fedavg, sample_clients
-    from data_utils.models import build_model, compile_model
+    from data_utils.clients import ClientArrays, sample_clients
+    from data_utils.fedavg import FedAvgConfig, run_fedavg
+    from data_utils.models import build_model
+    from data_utils.training import client_trainer
 
     rng = np.random.default_rng(0)
     x = rng.random((120, 28, 28, 1), dtype=np.float32)
@@ -166,7 +168,7 @@ def test_client_behaviour_honest_run_equals_plain_run_and_attack_scales():
     clients = ClientArrays(x, y, [np.arange(i * 30, (i + 1) * 30) for i in range(4)])
     cfg = FedAvgConfig(rounds=2, clients_per_round=3, batch_size=10, seed=5)
     w0 = build_model("cnn_small", seed=1).get_weights()
-    model = compile_model(build_model("cnn_small"), cfg.client_lr)
+    model = client_trainer("cnn_small", (28, 28, 1), 10, cfg.client_lr)
     plain, _ = run_fedavg(model, w0, clients, cfg, progress=False)
     hook = ClientBehaviour(model, clients, cfg, 10)
     hooked, _ = run_fedavg(model, w0, clients, cfg, progress=False, client_update=hook)
@@ -199,7 +201,7 @@ def test_client_behaviour_honest_run_equals_plain_run_and_attack_scales():
 
 
 def test_attack_job_rejects_bad_parameters():
-    from data_utils.attacks import fedavg_under_attack_job
+    from data_utils.jobs import fedavg_under_attack_job
 
     with pytest.raises(ValueError, match="AGGREGATOR must be one of"):
         fedavg_under_attack_job({"SMOKE": True, "ROUNDS": 1, "AGGREGATOR": "krum"})

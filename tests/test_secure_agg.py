@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_utils.fedavg import weighted_average
-from data_utils.secure_agg import (PRIME, Quantizer, SecureAggregation, check_modulus_bits,
-                                   flatten, secure_sum, secure_weighted_mean, shamir_reconstruct,
-                                   shamir_share, to_signed, unflatten)
+from data_utils.aggregation import weighted_average
+from data_utils.secure_agg import (PRIME, Quantizer, SecureAggregation, check_modulus_bits, flatten,
+                                   secure_sum, secure_weighted_mean, shamir_reconstruct, shamir_share,
+                                   to_signed, unflatten)
 
 
 def plain_sum(vectors, bits, skip=()):

@@ -1,4 +1,4 @@
-"""TFF FedAvg (data_utils.tff_fedavg, data_utils.tff_jobs) and its equivalence with the manual
+"""TFF FedAvg (data_utils.tff_fedavg, data_utils.jobs), notebook parameters (data_utils.experiment), and its equivalence with the manual
 loop. Everything that imports TFF runs in a child process started in its own session, whose
 process group is killed at the end, so no TFF worker_binary outlives the test (ENVIRONMENT.md)."""
 import json
@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_utils.tff_jobs import JOB_DEFAULTS, apply_preset, job_config
+from data_utils.experiment import FEDAVG_PARAMS, apply_preset, parse_params
+from data_utils.tff_fedavg import JOB_OPTIONS
+
+
+def job_config(params):
+    """The parameters of TFF's FedAvg job (notebook 04), checked."""
+    return parse_params(params, JOB_OPTIONS)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +36,7 @@ def test_job_config_splits_experiment_and_fedavg_settings():
             cfg.local_epochs, cfg.seed) == (4, 3, 0.1, 0.5, 32, 2, 123)
     _, cfg_all, _ = job_config({"CLIENTS_PER_ROUND": None})
     assert cfg_all.client_fraction == 1.0 and cfg_all.clients_per_round is None
-    assert cfg_all.rounds == JOB_DEFAULTS["ROUNDS"]
+    assert cfg_all.rounds == FEDAVG_PARAMS["ROUNDS"]
 
 
 @pytest.mark.parametrize("params, message", [
@@ -38,7 +44,7 @@ def test_job_config_splits_experiment_and_fedavg_settings():
     ({"ROUNDS": -1}, "ROUNDS"),
     ({"ROUNDS": 2.5}, "ROUNDS"),
     ({"LOCAL_EPOCHS": 0}, "LOCAL_EPOCHS"),
-    ({"CLIENTS_PER_ROUND": 11}, "more than the 10 clients"),
+    ({"CLIENTS_PER_ROUND": 11}, r"CLIENTS_PER_ROUND must be an integer in \[1, 10\] or None, got 11"),
     ({"CLIENTS_PER_ROUND": 0}, "CLIENTS_PER_ROUND"),
     ({"BATCH_SIZE": 0}, "BATCH_SIZE"),
     ({"CLIENT_LR": 0}, "CLIENT_LR"),
@@ -55,7 +61,7 @@ def test_tf_tutorial_preset():
     assert (out["BATCH_SIZE"], out["CLIENT_LR"], out["SERVER_LR"], out["ROUNDS"]) == (20, 0.02, 1.0, 10)
     assert out["SEED"] == 4
     assert apply_preset({"ROUNDS": 3}, None, 60000) == {"ROUNDS": 3}
-    with pytest.raises(ValueError, match="unknown PRESET"):
+    with pytest.raises(ValueError, match="PRESET must be one of 'tf_tutorial' or None"):
         apply_preset({}, "tutorial", 60000)
     job_config(out)  # the preset's values are valid job parameters
 
@@ -65,20 +71,24 @@ CHILD = textwrap.dedent("""
     import json, sys
     import numpy as np
     from data_utils.experiment import client_arrays, get_partition, load_data
-    from data_utils.fedavg import client_model, curve_difference, run_fedavg
+    from data_utils.experiment import parse_params
+    from data_utils.fedavg import curve_difference, run_fedavg
+    from data_utils.jobs import tff_fedavg_job
     from data_utils.models import WeightsEvaluator
-    from data_utils.tff_jobs import job_config, tff_fedavg_job
+    from data_utils.tff_fedavg import JOB_OPTIONS
+    from data_utils.training import client_trainer
 
     out = {}
     for name, params in json.loads(sys.argv[1]).items():
         rows = []
         result = tff_fedavg_job(params, progress=rows.append)
-        exp, cfg, _ = job_config(params)
+        exp, cfg, _ = parse_params(params, JOB_OPTIONS)
         data = load_data(exp)
         clients = client_arrays(exp, data, get_partition(exp, data, log=lambda s: None))
         evaluate = WeightsEvaluator(exp.model, data.input_shape, data.num_classes, data.x_test, data.y_test)
-        model = client_model(exp.model, data.input_shape, data.num_classes, cfg)
-        weights, history = run_fedavg(model, result["initial_weights"], clients, cfg,
+        trainer = client_trainer(exp.model, data.input_shape, data.num_classes, cfg.client_lr,
+                                 cfg.client_momentum)
+        weights, history = run_fedavg(trainer, result["initial_weights"], clients, cfg,
                                       evaluate=evaluate, progress=False)
         out[name] = {
             "tff": [r["test_accuracy"] for r in result["history"]],
@@ -89,6 +99,9 @@ CHILD = textwrap.dedent("""
             "initial_accuracy": evaluate(result["initial_weights"])["test_accuracy"],
             "final_weight_shapes": [list(w.shape) for w in result["final_weights"]],
             "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(result["final_weights"], weights)),
+            "relative_weight_diff": float(
+                np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(result["final_weights"], weights)))
+                / np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(result["final_weights"], result["initial_weights"])))),
             "progress_rounds": [r["round"] for r in rows],
             "fed_eval": result["fed_eval"],
             "signatures": result["type_signatures"],
@@ -147,7 +160,13 @@ def test_tff_fedavg_equals_manual_fedavg(tmp_path):
         diffs = np.abs(np.array(res["tff"]) - np.array(res["manual"]))
         assert diffs.max() <= 0.005, (name, res["tff"], res["manual"])
         assert np.isclose(res["max_diff"], diffs.max())
-        assert res["max_weight_diff"] < 2e-3, name  # float32 rounding only (measured 1e-7 to 1.4e-4)
+        # float32 rounding only, but momentum carries it from step to step: the two final models
+        # differ by a small share of how far training moved them. Measured: plain SGD 1e-7 to
+        # 1.4e-4 absolute; momentum 0.9 with a cosine schedule 0.006 absolute, 0.9% relative
+        # (AMD EPYC, TF 2.14; the same numbers before and after the issue-13 restructuring).
+        assert res["relative_weight_diff"] < 0.02, (name, res["relative_weight_diff"])
+        if name == "defaults":
+            assert res["max_weight_diff"] < 2e-3, name
         assert res["tff"][-1] > res["initial_accuracy"] + 0.2, name  # it really trained
         assert res["progress_rounds"] == [1, 2, 3]
         assert res["json_ok"]

@@ -1,9 +1,11 @@
-"""Centralized baseline and local-only training (data_utils.local), and feature skew
+"""Centralized baseline and local-only training (data_utils.baselines, data_utils.training), and feature skew
 (data_utils.skew), on real Fashion-MNIST subsets."""
 import numpy as np
 import pytest
 
-from data_utils import local as L
+from data_utils import baselines as B
+from data_utils import env
+from data_utils import training as T
 from data_utils import skew as S
 from data_utils.experiment import Experiment, get_partition, initial_weights, load_data
 
@@ -27,28 +29,28 @@ def small():
 
 # ---- hyperparameters ---------------------------------------------------------------------------
 def test_training_config_defaults_smoke_and_overrides():
-    cfg = L.training_config()
-    assert cfg == {"epochs": L.DEFAULT_EPOCHS, "batch_size": L.DEFAULT_BATCH_SIZE,
-                   "optimizer": L.DEFAULT_OPTIMIZER, "lr": L.DEFAULT_LEARNING_RATE,
-                   "lr_schedule": L.DEFAULT_LR_SCHEDULE}
-    smoke = L.training_config(smoke=True)
-    assert smoke["epochs"] == L.SMOKE_EPOCHS and smoke["batch_size"] == L.SMOKE_BATCH_SIZE
-    assert L.training_config(epochs=3, lr=None)["epochs"] == 3  # None keeps the default
-    assert L.training_config(epochs=3, lr=None)["lr"] == L.DEFAULT_LEARNING_RATE
+    cfg = T.training_config()
+    assert cfg == {"epochs": T.DEFAULT_EPOCHS, "batch_size": T.DEFAULT_BATCH_SIZE,
+                   "optimizer": T.DEFAULT_OPTIMIZER, "lr": T.DEFAULT_LEARNING_RATE,
+                   "lr_schedule": T.DEFAULT_LR_SCHEDULE}
+    smoke = T.training_config(smoke=True)
+    assert smoke["epochs"] == T.SMOKE_EPOCHS and smoke["batch_size"] == T.SMOKE_BATCH_SIZE
+    assert T.training_config(epochs=3, lr=None)["epochs"] == 3  # None keeps the default
+    assert T.training_config(epochs=3, lr=None)["lr"] == T.DEFAULT_LEARNING_RATE
 
 
 @pytest.mark.parametrize("bad", [{"epochs": 0}, {"epochs": 1.5}, {"batch_size": -1}, {"optimizer": "rmsprop"},
                                  {"lr": 0}, {"lr": float("nan")}, {"lr_schedule": "step"}, {"epoch": 3}])
 def test_training_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=list(bad)[0].rstrip("s")[:5]):
-        L.training_config(**bad)
+        T.training_config(**bad)
 
 
 def test_cosine_schedule():
-    lrs = [L.epoch_learning_rate(0.1, e, 4) for e in range(4)]
+    lrs = [T.epoch_learning_rate(0.1, e, 4) for e in range(4)]
     assert lrs[0] == pytest.approx(0.1) and lrs[2] == pytest.approx(0.05)
     assert all(a > b > 0 for a, b in zip(lrs, lrs[1:]))
-    assert L.epoch_learning_rate(0.1, 3, 4, "constant") == 0.1
+    assert T.epoch_learning_rate(0.1, 3, 4, "constant") == 0.1
 
 
 # ---- training ------------------------------------------------------------------------------------
@@ -57,60 +59,60 @@ def test_train_weights_learns_and_is_deterministic(small, artifacts):
     init = initial_weights(exp, data, log=lambda s: None)
     init_copy = [w.copy() for w in init]
     x, y = data.x_train[:1500], data.y_train[:1500]
-    a = L.train_weights(exp.model, init, x, y, epochs=2, batch_size=32, lr=1e-3, seed=1)
-    b = L.train_weights(exp.model, init, x, y, epochs=2, batch_size=32, lr=1e-3, seed=1)
-    c = L.train_weights(exp.model, init, x, y, epochs=2, batch_size=32, lr=1e-3, seed=2)
+    a = T.train_weights(exp.model, init, x, y, epochs=2, batch_size=32, lr=1e-3, seed=1)
+    b = T.train_weights(exp.model, init, x, y, epochs=2, batch_size=32, lr=1e-3, seed=1)
+    c = T.train_weights(exp.model, init, x, y, epochs=2, batch_size=32, lr=1e-3, seed=2)
     assert same(init, init_copy), "training must not change the initial weights"
     assert same(a, b), "same seed, same weights"
     assert not same(a, c), "another seed shuffles differently"
-    before, = L.evaluate_weight_lists(exp.model, [init], data.x_test, data.y_test, 10)[0]
-    after, = L.evaluate_weight_lists(exp.model, [a], data.x_test, data.y_test, 10)[0]
+    before, = B.evaluate_weight_lists(exp.model, [init], data.x_test, data.y_test, 10)[0]
+    after, = B.evaluate_weight_lists(exp.model, [a], data.x_test, data.y_test, 10)[0]
     assert before["accuracy"] < 0.3 < 0.65 < after["accuracy"]
 
 
 def test_reused_trainer_equals_fresh_one(small, artifacts):
     exp, data = small
     init = initial_weights(exp, data, log=lambda s: None)
-    trainer = L.Trainer(exp.model, data.input_shape, 10, "adam", 1e-3)
+    trainer = T.Trainer(exp.model, data.input_shape, 10, "adam", 1e-3)
     x1, y1, x2, y2 = data.x_train[:300], data.y_train[:300], data.x_train[300:700], data.y_train[300:700]
-    L.train_weights(exp.model, init, x1, y1, 2, 32, 1e-3, 0, trainer=trainer)  # leaves optimizer state
-    reused = L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0, trainer=trainer)
-    fresh = L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0,
-                            trainer=L.Trainer(exp.model, data.input_shape, 10, "adam", 1e-3))
-    shared = L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0)  # the process-wide trainer
+    T.train_weights(exp.model, init, x1, y1, 2, 32, 1e-3, 0, trainer=trainer)  # leaves optimizer state
+    reused = T.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0, trainer=trainer)
+    fresh = T.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0,
+                            trainer=T.Trainer(exp.model, data.input_shape, 10, "adam", 1e-3))
+    shared = T.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0)  # the process-wide trainer
     assert same(reused, fresh) and same(shared, fresh)
-    one_step = L.Trainer(exp.model, data.input_shape, 10, "adam", 1e-3, steps_per_execution=1)
-    assert same(L.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0, trainer=one_step), fresh), \
+    one_step = T.Trainer(exp.model, data.input_shape, 10, "adam", 1e-3, steps_per_execution=1)
+    assert same(T.train_weights(exp.model, init, x2, y2, 2, 32, 1e-3, 0, trainer=one_step), fresh), \
         "running several steps per call must not change the training"
     with pytest.raises(ValueError, match="trainer was built for"):
-        L.train_weights(exp.model, init, x2, y2, 1, 32, 1e-2, 0, trainer=trainer)
+        T.train_weights(exp.model, init, x2, y2, 1, 32, 1e-2, 0, trainer=trainer)
 
 
 def test_shared_trainer_is_rebuilt_when_keras_invalidated_it(small, artifacts, monkeypatch):
     exp, data = small
     init = initial_weights(exp, data, log=lambda s: None)
     x, y = data.x_train[:200], data.y_train[:200]
-    expected = L.train_weights(exp.model, init, x, y, 1, 32, 1e-3, 0)
-    old = L.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3)
+    expected = T.train_weights(exp.model, init, x, y, 1, 32, 1e-3, 0)
+    old = T.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3)
 
     def invalidated(*args, **kwargs):  # what Keras 2 raises after a TFF build
         raise ValueError("Your Layer or Model is in an invalid state.")
-    monkeypatch.setattr(old, "train", invalidated)
-    assert same(L.train_weights(exp.model, init, x, y, 1, 32, 1e-3, 0), expected)
-    assert L.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3) is not old
-    monkeypatch.setattr(L.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3), "train",
+    monkeypatch.setattr(old, "fit", invalidated)
+    assert same(T.train_weights(exp.model, init, x, y, 1, 32, 1e-3, 0), expected)
+    assert T.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3) is not old
+    monkeypatch.setattr(T.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3), "fit",
                         lambda *a, **k: (_ for _ in ()).throw(ValueError("other problem")))
     with pytest.raises(ValueError, match="other problem"):
-        L.train_weights(exp.model, init, x, y, 1, 32, 1e-3, 0)
-    L.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3, rebuild=True)
+        T.train_weights(exp.model, init, x, y, 1, 32, 1e-3, 0)
+    T.shared_trainer(exp.model, data.input_shape, 10, "adam", 1e-3, rebuild=True)
 
 
 def test_model_never_predicts_classes_it_never_saw(small, artifacts):
     exp, data = small
     init = initial_weights(exp, data, log=lambda s: None)
     keep = np.isin(data.y_train, [0, 1, 7])
-    w = L.train_weights(exp.model, init, data.x_train[keep], data.y_train[keep], 2, 32, 1e-3, 0)
-    _, preds = L.evaluate_weight_lists(exp.model, [w], data.x_test, data.y_test, 10)
+    w = T.train_weights(exp.model, init, data.x_train[keep], data.y_train[keep], 2, 32, 1e-3, 0)
+    _, preds = B.evaluate_weight_lists(exp.model, [w], data.x_test, data.y_test, 10)
     assert set(np.unique(preds[0])) <= {0, 1, 7}
 
 
@@ -118,9 +120,9 @@ def test_train_weights_rejects_bad_data(small, artifacts):
     exp, data = small
     init = initial_weights(exp, data, log=lambda s: None)
     with pytest.raises(ValueError, match="zero examples"):
-        L.train_weights(exp.model, init, data.x_train[:0], data.y_train[:0], 1, 32, 1e-3, 0)
+        T.train_weights(exp.model, init, data.x_train[:0], data.y_train[:0], 1, 32, 1e-3, 0)
     with pytest.raises(ValueError, match="differ in length"):
-        L.train_weights(exp.model, init, data.x_train[:10], data.y_train[:9], 1, 32, 1e-3, 0)
+        T.train_weights(exp.model, init, data.x_train[:10], data.y_train[:9], 1, 32, 1e-3, 0)
 
 
 def test_baseline_and_local_models_cached_and_reproducible(small, artifacts):
@@ -129,44 +131,44 @@ def test_baseline_and_local_models_cached_and_reproducible(small, artifacts):
     log = messages.append
     part = get_partition(exp, data, log=log)
     init = initial_weights(exp, data, log=log)
-    base = L.get_baseline(exp, data, part, init, log=log, progress=False)
-    models = L.get_local_models(exp, data, part, init, log=log, progress=False)
+    base = B.get_baseline(exp, data, part, init, log=log, progress=False)
+    models = B.get_local_models(exp, data, part, init, log=log, progress=False)
     assert len(models) == exp.num_clients
     assert any("baseline: missing" in m for m in messages)
     assert (artifacts / "baseline.npz").is_file() and (artifacts / "local_models.npz").is_file()
 
     # the baseline is the model trained on the union of the clients' local-train data
     union = np.sort(np.concatenate(part.train))
-    cfg = L.training_config(smoke=True)
-    expected = L.train_weights(exp.model, init, data.x_train[union], data.y_train[union], cfg["epochs"],
+    cfg = T.training_config(smoke=True)
+    expected = T.train_weights(exp.model, init, data.x_train[union], data.y_train[union], cfg["epochs"],
                                cfg["batch_size"], cfg["lr"], exp.seed)
     assert same(base, expected)
     # client 1's model: the same initial weights, only client 1's data
     idx = part.train[1]
-    expected = L.train_weights(exp.model, init, data.x_train[idx], data.y_train[idx], cfg["epochs"],
+    expected = T.train_weights(exp.model, init, data.x_train[idx], data.y_train[idx], cfg["epochs"],
                                cfg["batch_size"], cfg["lr"], exp.seed, stream=2)
     assert same(models[1], expected)
 
     # asked again with the same inputs: reused; with other inputs: retrained
     messages.clear()
-    assert same(L.get_baseline(exp, data, part, init, log=log, progress=False), base)
-    assert same(sum(L.get_local_models(exp, data, part, init, log=log, progress=False), []), sum(models, []))
+    assert same(B.get_baseline(exp, data, part, init, log=log, progress=False), base)
+    assert same(sum(B.get_local_models(exp, data, part, init, log=log, progress=False), []), sum(models, []))
     assert sum("reused" in m for m in messages) == 2
     messages.clear()
-    other = L.get_baseline(exp, data, part, init, log=log, progress=False, epochs=1)
+    other = B.get_baseline(exp, data, part, init, log=log, progress=False, epochs=1)
     assert not same(other, base) and any("other parameters" in m for m in messages)
     # the artifact now holds the 1-epoch model, so asking for the default retrains again
-    assert same(L.get_baseline(exp, data, part, init, log=log, progress=False), base)
+    assert same(B.get_baseline(exp, data, part, init, log=log, progress=False), base)
 
 
 def test_get_baseline_defaults_and_bad_input(small, artifacts):
     exp, data = small
-    one_epoch = L.get_baseline(exp, log=lambda s: None, progress=False, epochs=1)
+    one_epoch = B.get_baseline(exp, log=lambda s: None, progress=False, epochs=1)
     assert [w.shape for w in one_epoch] == [w.shape for w in initial_weights(exp, log=lambda s: None)]
     with pytest.raises(ValueError, match="Experiment"):
-        L.get_baseline({"seed": 0})
+        B.get_baseline({"seed": 0})
     with pytest.raises(ValueError, match="optimizer"):
-        L.get_local_models(exp, data, log=lambda s: None, optimizer="lbfgs")
+        B.get_local_models(exp, data, log=lambda s: None, optimizer="lbfgs")
 
 
 def test_evaluate_weight_lists_matches_metrics(small, artifacts):
@@ -174,7 +176,7 @@ def test_evaluate_weight_lists_matches_metrics(small, artifacts):
 
     exp, data = small
     init = initial_weights(exp, data, log=lambda s: None)
-    rows, preds = L.evaluate_weight_lists(exp.model, [init, init], data.x_test[:200], data.y_test[:200], 10)
+    rows, preds = B.evaluate_weight_lists(exp.model, [init, init], data.x_test[:200], data.y_test[:200], 10)
     assert preds.shape == (2, 200) and rows[0] == rows[1]
     assert rows[0] == classification_metrics(data.y_test[:200], preds[0], 10)
 
@@ -223,7 +225,7 @@ def test_apply_feature_skew_changes_only_client_images(small, artifacts):
 
 
 def test_stopwatch():
-    watch = L.Stopwatch()
+    watch = env.Stopwatch()
     with watch("a"):
         sum(range(1000))
     with watch("a"):
