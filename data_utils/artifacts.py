@@ -1,7 +1,10 @@
-"""Arrays that one notebook makes and a later one reuses (partitions, initial weights, trained
-models), saved with the parameters that made them. A notebook asks for an artifact *with its own
-parameters*: a missing artifact, or one made with other parameters, is reported as such, so the
-caller recomputes it instead of silently using the wrong one."""
+"""Arrays that one notebook makes and a later one reuses (the partition, initial weights, trained
+models), saved with the parameters that made them. Notebook 01 saves the partition here and
+notebooks 02-07 reuse it and their trained models (through :mod:`data_utils.experiment`).
+
+A notebook asks for an artifact *with its own parameters*: a missing artifact, or one made with
+other parameters, is reported as such, so the caller recomputes it instead of silently using the
+wrong one."""
 from __future__ import annotations
 
 import json
@@ -17,13 +20,16 @@ ARTIFACTS_ENV_VAR = "COURSE_ARTIFACTS_DIR"
 
 
 def artifacts_dir() -> Path:
+    """Where artifacts are kept: ``$COURSE_ARTIFACTS_DIR``, else ``<repo>/build/artifacts``
+    (relative paths are taken from the repository root)."""
     chosen = Path(os.environ.get(ARTIFACTS_ENV_VAR) or "build/artifacts")
     return chosen if chosen.is_absolute() else repo_root() / chosen
 
 
 def artifact_path(name: str) -> Path:
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"artifact name must be a plain file stem, got {name!r}")
+    """The ``.npz`` file of the artifact ``name`` (a plain file stem: no ``/``, no leading dot)."""
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ValueError(f"name must be a plain file stem (no '/', no leading '.'), got {name!r}")
     return artifacts_dir() / f"{name}.npz"
 
 
@@ -65,6 +71,7 @@ def pack_weights(weight_lists: Sequence[Sequence[np.ndarray]]) -> dict[str, np.n
 
 
 def unpack_weights(arrays: dict[str, np.ndarray]) -> list[list[np.ndarray]]:
+    """The inverse of :func:`pack_weights`: a list of models' weights."""
     keys = [k for k in arrays if k.startswith("m") and "_l" in k]
     n_models = 1 + max(int(k[1:].split("_")[0]) for k in keys)
     n_layers = 1 + max(int(k.split("_l")[1]) for k in keys)

@@ -1,6 +1,7 @@
-"""Clients that misbehave, for the robustness notebook: clients that drop out (stragglers that
-miss the deadline, phones that lose their connection), and poisoned clients (label flipping,
-and model replacement: a poisoned update scaled up so that it dominates the average).
+"""Clients that misbehave, for the robustness notebook (notebook 07): clients that drop out
+(stragglers that miss the deadline, phones that lose their connection), and poisoned clients
+(label flipping, and model replacement: a poisoned update scaled up so that it dominates the
+average).
 
 :class:`ClientBehaviour` is a ``client_update(client_id, weights)`` hook for
 :func:`data_utils.fedavg.run_fedavg`: honest clients train exactly as the plain loop does (same
@@ -15,6 +16,7 @@ import numpy as np
 from .clients import ClientArrays, client_batches, num_sampled, sample_clients
 from .fedavg import FedAvgConfig
 from .training import Trainer
+from .validate import check_choice, check_fraction, check_int, check_positive
 
 ATTACKS = ("label_flip", "model_replacement")
 
@@ -22,10 +24,10 @@ ATTACKS = ("label_flip", "model_replacement")
 def flip_labels(y, num_classes: int) -> np.ndarray:
     """The label-flipping attack's labels: class ``c`` becomes ``num_classes - 1 - c``."""
     y = np.asarray(y)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    num_classes = check_int("num_classes", num_classes, low=2)
     if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels must be in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
+        raise ValueError(f"labels must be in 0..{num_classes - 1}, got values from {y.min()} to "
+                         f"{y.max()}")
     return (num_classes - 1 - y).astype(y.dtype)
 
 
@@ -33,10 +35,10 @@ def dropped_clients(sampled: Iterable[int], fraction: float, round_num: int, see
     """Which of a round's sampled clients fail: ``round(fraction * m)`` of them, drawn from
     (seed, round), so every run with the same seed loses the same clients."""
     sampled = np.asarray(list(sampled))
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"drop fraction must be in [0, 1], got {fraction!r}")
+    fraction = check_fraction("fraction", fraction, allow_one=True)
     k = int(round(fraction * len(sampled)))
-    rng = np.random.default_rng([int(seed), 11, int(round_num)])
+    rng = np.random.default_rng([check_int("seed", seed, low=0), 11,
+                                 check_int("round_num", round_num, low=0)])
     return {int(c) for c in rng.choice(sampled, size=k, replace=False)} if k else set()
 
 
@@ -58,19 +60,18 @@ class ClientBehaviour:
                  malicious: Iterable[int] = (), attack: str | None = None, boost: float = 10.0,
                  drop_fraction: float = 0.0):
         self.trainer, self.clients, self.cfg = trainer, clients, cfg
-        self.num_classes = int(num_classes)
+        self.num_classes = check_int("num_classes", num_classes, low=2)
         self.malicious = {int(c) for c in malicious}
         if not self.malicious <= set(range(len(clients))):
-            raise ValueError(f"malicious clients {sorted(self.malicious)} must be client ids in "
-                             f"[0, {len(clients)})")
-        if self.malicious and attack not in ATTACKS:
-            raise ValueError(f"attack must be one of {', '.join(ATTACKS)} when there are malicious "
-                             f"clients, got {attack!r}")
-        if not np.isfinite(boost) or boost <= 0:
-            raise ValueError(f"boost must be a positive number, got {boost!r}")
-        if not 0 <= drop_fraction <= 1:
-            raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}")
-        self.attack, self.boost, self.drop_fraction = attack, float(boost), float(drop_fraction)
+            raise ValueError(f"malicious must be client ids in [0, {len(clients)}), got "
+                             f"{sorted(self.malicious)}")
+        check_choice("attack", attack, ATTACKS, allow_none=True)
+        if self.malicious and attack is None:
+            raise ValueError(f"attack must be one of {', '.join(map(repr, ATTACKS))} when there are "
+                             f"malicious clients, got None")
+        self.attack = attack
+        self.boost = check_positive("boost", boost)
+        self.drop_fraction = check_fraction("drop_fraction", drop_fraction, allow_one=True)
         self.m = num_sampled(len(clients), cfg.client_fraction, cfg.clients_per_round)
         self.calls = 0
         self.log: list[dict] = []  # one row per call: round, client, what happened

@@ -9,11 +9,12 @@ Google Colab offers two ways to run the course:
    not need TFF run on Colab's own TensorFlow; the TFF notebooks run their TFF work in a Python
    3.11 side environment (:mod:`data_utils.sidecar`).
 
-This module checks which case applies (without importing TensorFlow), prints one clear message
-for it, and turns the failures learners meet in public TFF and Colab threads (wrong Python, pip
-falling back to an ancient TFF, TFF under Keras 3, a download with no internet, TensorBoard's
-extension missing) into sentences that say what to do. Its command line is used by
-``colab_setup.sh`` to decide whether an install needs a runtime restart.
+This module (the setup cell of every notebook calls :func:`check_runtime`) checks which case
+applies (without importing TensorFlow), prints one clear message for it, and turns the failures
+learners meet in public TFF and Colab threads (wrong Python, pip falling back to an ancient TFF,
+TFF under Keras 3, a download with no internet, TensorBoard's extension missing) into sentences
+that say what to do. Its command line is used by ``colab_setup.sh`` to decide whether an install
+needs a runtime restart.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ TFF_VERSION = "0.87.0"
 SIDECAR_PYTHONS = ((3, 12), (3, 13))
 COLAB_TFF_RUNTIME = "2025.07"
 # The exact clicks; colab_setup.sh prints the same words (a test checks they agree).
-CHANGE_RUNTIME = ("Runtime -> Change runtime type -> Runtime version 2025.07 (Python 3.11), "
-                  "then Runtime -> Run all")
+CHANGE_RUNTIME = (f"Runtime -> Change runtime type -> Runtime version {COLAB_TFF_RUNTIME} (Python "
+                  "3.11), then Runtime -> Run all")
 LOADED_MODULES_ENV_VAR = "COURSE_LOADED_MODULES"
 RESTART_EXIT_CODE = 3
 
@@ -138,6 +139,9 @@ def _major_minor(v: str | None) -> tuple[int, int] | None:
 
 @dataclass
 class RuntimeInfo:
+    """What :func:`describe_runtime` found: versions (None when not installed), whether this is
+    Colab, and how TFF work runs here (``tff_mode``), with learner-facing ``notes``."""
+
     python: str
     in_colab: bool
     tensorflow: str | None

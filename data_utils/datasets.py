@@ -1,4 +1,5 @@
-"""Image datasets for the course, as normalized float32 arrays with a channel axis.
+"""Image datasets for the course, as normalized float32 arrays with a channel axis (notebook 00
+loads one; every later notebook loads its DATASET through :mod:`data_utils.experiment`).
 
 Fashion-MNIST, the default, works with no internet: Debian's ``dataset-fashion-mnist`` package
 ships the four original IDX files, which we hand to Keras's own loader by placing them in Keras's
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .validate import check_choice
 
 DEFAULT_DATASET = "fashion_mnist"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -58,13 +61,16 @@ class ImageDataset:
 
     @property
     def num_classes(self) -> int:
+        """How many classes the labels have."""
         return len(self.class_names)
 
     @property
     def input_shape(self) -> tuple:
+        """One image's shape: (height, width, channels)."""
         return tuple(self.x_train.shape[1:])
 
     def summary(self) -> dict:
+        """Name, array shapes, number of classes and dtype, for printing."""
         return {
             "name": self.name,
             "x_train_shape": list(self.x_train.shape),
@@ -150,9 +156,10 @@ def load_dataset(name: str = DEFAULT_DATASET) -> ImageDataset:
     Fashion-MNIST needs no internet when Debian's ``dataset-fashion-mnist`` is installed (or Keras
     has cached it). MNIST and CIFAR-10 download through Keras on first use.
     """
-    if not isinstance(name, str) or name.lower().replace("-", "_") not in CLASS_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    name = name.lower().replace("-", "_")
+    key = name.lower().replace("-", "_") if isinstance(name, str) else name
+    if not isinstance(key, str) or key not in DATASETS:
+        check_choice("name", name, DATASETS)  # the ValueError shows the name as given
+    name = key
     if name == "fashion_mnist":
         ensure_offline_fashion_mnist()
     if not _keras_cached(name) and not _online():

@@ -1,4 +1,4 @@
-"""Where am I, and how do I make this run repeatable?
+"""Where am I, and how do I make this run repeatable? (used by every notebook)
 
 Colab detection, the repository root from any working directory, one seed for Python, NumPy
 and TensorFlow, the per-notebook results writer, and a stopwatch for named steps.
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from .validate import check_int
 
 PACKAGE_NAME = "data_utils"
 RESULTS_ENV_VAR = "COURSE_RESULTS_DIR"
@@ -49,14 +51,13 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
 def set_seed(seed: int, deterministic_ops: bool = True) -> None:
     """Seed Python's ``random``, NumPy and TensorFlow with one number, and (by default) turn on
     TensorFlow's op determinism, so that the same seed gives the same weights and the same run."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    seed = check_int("seed", seed, low=0, high=2**32 - 1)
     import tensorflow as tf
 
-    os.environ["PYTHONHASHSEED"] = str(int(seed))
-    random.seed(int(seed))
-    np.random.seed(int(seed))
-    tf.keras.utils.set_random_seed(int(seed))  # Python, NumPy and TF in both Keras 2 and 3
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TF in both Keras 2 and 3
     if deterministic_ops:
         tf.config.experimental.enable_op_determinism()
 
@@ -113,7 +114,8 @@ def write_results(notebook: str, results: Mapping[str, Any],
     ``notebook`` is the notebook's file name or stem (``"00_environment_check"``)."""
     stem = Path(str(notebook)).stem
     if not stem:
-        raise ValueError("notebook must be a notebook name such as '00_environment_check'")
+        raise ValueError(f"notebook must be a notebook name such as '00_environment_check', got "
+                         f"{notebook!r}")
     if not isinstance(results, Mapping):
         raise ValueError(f"results must be a mapping (dict), got {type(results).__name__}")
     text = json.dumps(_jsonable(results), indent=2, sort_keys=True) + "\n"
@@ -150,4 +152,5 @@ class Stopwatch:
         return _Step()
 
     def total(self) -> float:
+        """Seconds since the stopwatch was made."""
         return time.perf_counter() - self._start

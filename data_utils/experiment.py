@@ -3,11 +3,12 @@
 An :class:`Experiment` is which dataset, how it is split across clients, which model, which seed
 and how small a smoke run is. Built from a notebook's parameters it gives the same data,
 partition and initial weights in every notebook, and lets a notebook run on its own (it
-recomputes what an earlier notebook would have saved). :func:`parse_params` turns a notebook's
-whole parameter set (the experiment's, FedAvg's and the notebook's own) into an
-:class:`Experiment`, a :class:`~data_utils.fedavg.FedAvgConfig` and the rest, checking every
-value (type, range, combination) before any work: a bad one is a ``ValueError`` that names the
-parameter, the value given and what is allowed.
+recomputes what an earlier notebook would have saved). :func:`parse_params` turns a job's
+parameters (the experiment's, FedAvg's and the job's own) into an :class:`Experiment`, a
+:class:`~data_utils.fedavg.FedAvgConfig` and the rest. :func:`check_notebook_params` knows every
+parameter of every notebook (:data:`NOTEBOOK_PARAMS`, :data:`NOTEBOOK_RULES`): each notebook's
+setup cell calls it first, so every value is checked (type, range, combination) before any work,
+and a bad one is a ``ValueError`` that names the parameter, the value given and what is allowed.
 
     >>> exp = Experiment.from_params(NUM_CLIENTS=10, PARTITION="dirichlet", ALPHA=0.5)
     >>> exp.partition, exp.alpha
@@ -19,8 +20,10 @@ parameter, the value given and what is allowed.
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -30,9 +33,11 @@ from .datasets import CLASS_NAMES, DATASETS, TRAIN_SIZES, ImageDataset, load_dat
 from .fedavg import FedAvgConfig
 from .models import MODELS
 from .partition import SCHEMES, Partition, load_or_make_partition
-from .training import LR_SCHEDULES
-from .validate import (check_choice, check_fraction, check_int, check_known, check_number,
-                       check_positive)
+from .secure_agg import MAX_MODULUS_BITS, MIN_MODULUS_BITS, Quantizer
+from .skew import FEATURE_SKEWS
+from .training import LR_SCHEDULES, OPTIMIZERS
+from .validate import (check_choice, check_fraction, check_int, check_known, check_list, check_number,
+                       check_positive, is_int)
 
 # A smoke run (SMOKE=True) trains on this many training images and tests on this many test
 # images; enough for every code path, small enough for CI.
@@ -63,7 +68,14 @@ class Experiment:
         check_choice("DATASET", self.dataset, DATASETS)
         check_int("TRAIN_LIMIT", self.train_limit, low=1, allow_none=True)
         check_int("TEST_LIMIT", self.test_limit, low=1, allow_none=True)
-        n_train = min(TRAIN_SIZES[self.dataset], self.train_limit or TRAIN_SIZES[self.dataset])
+        n_train = self.train_examples
+        if self.train_limit is not None and self.train_limit < TRAIN_SIZES[self.dataset]:
+            high = n_train // MIN_EXAMPLES_PER_CLIENT
+            if not (is_int(self.num_clients) and 1 <= self.num_clients <= high):
+                smoke = ", as in a smoke run" if self.train_limit == SMOKE_TRAIN_EXAMPLES else ""
+                raise ValueError(f"NUM_CLIENTS must be an integer in [1, {high}] (at least "
+                                 f"{MIN_EXAMPLES_PER_CLIENT} training images per client of the {n_train} "
+                                 f"used: TRAIN_LIMIT={self.train_limit}{smoke}), got {self.num_clients!r}")
         check_int("NUM_CLIENTS", self.num_clients, 1, n_train // MIN_EXAMPLES_PER_CLIENT)
         check_choice("PARTITION", self.partition, SCHEMES)
         check_positive("ALPHA", self.alpha)
@@ -90,17 +102,25 @@ class Experiment:
         return cls(**kwargs)
 
     @property
+    def train_examples(self) -> int:
+        """How many training images the experiment uses (known before any data is loaded)."""
+        return min(TRAIN_SIZES[self.dataset], self.train_limit or TRAIN_SIZES[self.dataset])
+
+    @property
     def smoke(self) -> bool:
         """A smoke experiment is one cut to a training subset (``from_params(smoke=True)``)."""
         return self.train_limit is not None
 
     def with_(self, **changes) -> "Experiment":
+        """A copy with some fields changed (checked again)."""
         return replace(self, **changes)
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict (saved next to every artifact made from the experiment)."""
         return asdict(self)
 
     def partition_kwargs(self) -> dict:
+        """The keyword arguments of :func:`data_utils.partition.make_partition` for this experiment."""
         return dict(scheme=self.partition, num_clients=self.num_clients, seed=self.seed,
                     alpha=self.alpha, classes_per_client=self.classes_per_client,
                     min_size=self.min_size, exponent=self.exponent,
@@ -189,6 +209,255 @@ def parse_params(params: dict, own: dict | None = None) -> tuple[Experiment, Fed
                        client_momentum=check_number("CLIENT_MOMENTUM", opts["CLIENT_MOMENTUM"], 0, 1,
                                                     high_open=True))
     return exp, cfg, opts
+
+
+# ---- every notebook's parameters, checked in one place -----------------------------------------
+# What each notebook's parameters cell holds, and what each parameter may be. A parameter is
+# checked by the Experiment (EXPERIMENT), by parse_params' FedAvg settings (FEDAVG), by a check of
+# its own (a function ``check(name, value) -> value``), or by both (a pair: the notebook allows
+# less than FedAvg in general). Then each notebook's rules check how the parameters combine.
+EXPERIMENT, FEDAVG = "experiment", "fedavg"
+# Notebook 07's aggregators: data_utils.robust.AGGREGATORS and TFF's robust_aggregator (robust
+# itself is not imported here: it imports TFF's module, which imports this one).
+ROBUST_AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "norm_zero", "tff_robust")
+
+
+def _int(low=None, high=None, none=False):
+    return lambda name, value: check_int(name, value, low, high, allow_none=none)
+
+
+def _number(low=None, high=None, low_open=False, high_open=False, none=False):
+    return lambda name, value: check_number(name, value, low, high, low_open, high_open, allow_none=none)
+
+
+def _positive(none=False):
+    return lambda name, value: check_positive(name, value, allow_none=none)
+
+
+def _choice(choices, none=False):
+    choices = tuple(choices)
+    return lambda name, value: check_choice(name, value, choices, allow_none=none)
+
+
+def _list_of(check_item):
+    def check(name, value):
+        try:
+            return check_list(name, value, check_item)
+        except ValueError as err:
+            if str(err).startswith(f"{name} must"):
+                raise
+            raise ValueError(f"{err} (in {name} = {value!r})") from None
+    return check
+
+
+def _flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _folder(name, value):
+    if not (isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip())):
+        raise ValueError(f"{name} must be a folder path (a non-empty string), got {value!r}")
+    return value
+
+
+def _feature_skew(name, value):
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "")):
+        return None
+    return check_choice(name, value, FEATURE_SKEWS, allow_none=True)
+
+
+def _preset(name, value):
+    return None if value == "" else check_choice(name, value, PRESETS, allow_none=True)
+
+
+def _two_classes(name, value):
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2 or not all(is_int(c) and c >= 0 for c in value)
+            or value[0] == value[1]):
+        raise ValueError(f"{name} must be None or two different class ids, such as (0, 6), got {value!r}")
+    return tuple(int(c) for c in value)
+
+
+_COMMON = {"DATASET": EXPERIMENT, "SEED": EXPERIMENT, "RESULTS_DIR": _folder, "SMOKE": (FEDAVG, _flag)}
+_SPLIT = {name: EXPERIMENT for name in ("NUM_CLIENTS", "PARTITION", "ALPHA", "CLASSES_PER_CLIENT",
+                                        "LOCAL_TEST_FRACTION")}
+_FEDAVG_ALL = {name: FEDAVG for name in FEDAVG_PARAMS if name != "SMOKE"}
+
+NOTEBOOK_PARAMS: dict[str, dict[str, Any]] = {
+    "00": {**_COMMON, "TFF_MODE": _choice(("auto", "sidecar"))},
+    "01": {**_COMMON, **_SPLIT, "FEATURE_SKEW": _feature_skew},
+    "02": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, "FEATURE_SKEW": _feature_skew,
+           "EPOCHS": _int(1, none=True), "BATCH_SIZE": _int(1, none=True),  # centralized training
+           "OPTIMIZER": _choice(OPTIMIZERS, none=True), "LEARNING_RATE": _positive(none=True),
+           "NON_IID_ALPHA": _positive(none=True)},
+    "03": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, "DIFFERENT_INIT_CLIENTS": _int(2),
+           "POLYAK_K": _number(0, 1), "ROUNDS": (FEDAVG, _int(1)), "CLIENT_FRACTION": _number(0, 1, low_open=True),
+           "LOCAL_EPOCHS": FEDAVG, "BATCH_SIZE": FEDAVG, "CLIENT_LR": FEDAVG, "FEDSGD_LR": _positive(),
+           "NON_IID_PARTITION": _choice(s for s in SCHEMES if s != "iid")},
+    "04": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, **_FEDAVG_ALL, "PRESET": _preset},
+    "05": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, **_FEDAVG_ALL, "PRESET": _preset,
+           "HETERO_ROUNDS": _int(1), "HETERO_TRAIN_EXAMPLES": _int(1, none=True),
+           "BINARY_CLASSES": _two_classes, "BINARY_EPOCHS": _int(1), "BINARY_BATCH_SIZE": _int(1)},
+    "06": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, "TRAIN_LIMIT": EXPERIMENT,
+           "LEAK_PARTITION": _choice(SCHEMES), "BATCH_SIZE": FEDAVG, "CLIENT_LR": FEDAVG,
+           "SECAGG_CLIP": _positive(), "SECAGG_VALUE_BITS": _int(2, MAX_MODULUS_BITS - 1),
+           "SECAGG_MODULUS_BITS": _int(MIN_MODULUS_BITS + 1, MAX_MODULUS_BITS), "SECAGG_DROPOUTS": _int(0),
+           "DP_NUM_CLIENTS": _int(1), "DP_CLIENTS_PER_ROUND": _int(1), "DP_ROUNDS": _int(1),
+           "DP_CLIP": _positive(none=True), "DP_DELTA": _number(0, 1, low_open=True, high_open=True),
+           "NOISE_MULTIPLIERS": _list_of(_number(0))},
+    "07": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, "TRAIN_LIMIT": EXPERIMENT,
+           "ROUNDS": (FEDAVG, _int(1)), "CLIENTS_PER_ROUND": FEDAVG, "LOCAL_EPOCHS": FEDAVG,
+           "BATCH_SIZE": FEDAVG, "CLIENT_LR": FEDAVG,
+           "DROP_FRACTIONS": _list_of(_number(0, 1, high_open=True)), "NUM_FLIPPERS": _int(0),
+           "NUM_ATTACKERS": _int(0), "BOOST": _positive(), "TRIM_FRACTION": _number(0, 0.5, high_open=True),
+           "AGGREGATORS": _list_of(_choice(ROBUST_AGGREGATORS))},
+}
+
+
+# How a notebook's parameters combine: each rule is ``rule(values, exp)`` and raises a ValueError.
+def _below(name, other, or_equal=False):
+    """``values[name] < values[other]`` (``or_equal``: ``<=``)."""
+    def rule(values, exp):
+        value, bound = values[name], values[other]
+        if value > bound or (value == bound and not or_equal):
+            raise ValueError(f"{name} must be {'at most' if or_equal else 'below'} {other} ({bound!r}), "
+                             f"got {value!r}")
+    return rule
+
+
+def _at_least(name, low, why):
+    def rule(values, exp):
+        if values[name] < low:
+            raise ValueError(f"{name} must be at least {low} here ({why}), got {values[name]!r}")
+    return rule
+
+
+def _secagg_fits(values, exp):
+    """The sum of NUM_CLIENTS quantized values must not overflow the modulus."""
+    if values["SECAGG_VALUE_BITS"] >= values["SECAGG_MODULUS_BITS"]:
+        raise ValueError(f"SECAGG_VALUE_BITS must be below SECAGG_MODULUS_BITS ({values['SECAGG_MODULUS_BITS']!r}), "
+                         f"got {values['SECAGG_VALUE_BITS']!r}")
+    most = Quantizer(values["SECAGG_CLIP"], values["SECAGG_VALUE_BITS"], values["SECAGG_MODULUS_BITS"]).max_summands
+    if exp.num_clients > most:
+        raise ValueError(f"NUM_CLIENTS must be at most {most} with SECAGG_VALUE_BITS={values['SECAGG_VALUE_BITS']} "
+                         f"and SECAGG_MODULUS_BITS={values['SECAGG_MODULUS_BITS']} (more would overflow the "
+                         f"modulus), got {exp.num_clients!r}")
+
+
+def _dp_job(values, exp):
+    """Notebook 06's DP-FedAvg job: DP_NUM_CLIENTS clients of the whole training set (a smoke run
+    uses at most 30 of them), checked as the job will check them (parse_params)."""
+    job = {k: values[k] for k in ("DATASET", "SEED", "MODEL", "PARTITION", "ALPHA", "CLASSES_PER_CLIENT",
+                                  "LOCAL_TEST_FRACTION", "BATCH_SIZE", "CLIENT_LR")}
+    job.update(NUM_CLIENTS=values["DP_NUM_CLIENTS"], CLIENTS_PER_ROUND=values["DP_CLIENTS_PER_ROUND"],
+               ROUNDS=values["DP_ROUNDS"])
+    _renamed(parse_params, {"NUM_CLIENTS": "DP_NUM_CLIENTS", "CLIENTS_PER_ROUND": "DP_CLIENTS_PER_ROUND",
+                            "ROUNDS": "DP_ROUNDS"})(job)
+
+
+def _hetero_examples(values, exp):
+    """Notebook 05's heterogeneity runs: HETERO_TRAIN_EXAMPLES images for NUM_CLIENTS clients."""
+    n = values["HETERO_TRAIN_EXAMPLES"]
+    if n is not None and n < MIN_EXAMPLES_PER_CLIENT * exp.num_clients:
+        raise ValueError(f"HETERO_TRAIN_EXAMPLES must be None or at least {MIN_EXAMPLES_PER_CLIENT} x NUM_CLIENTS "
+                         f"= {MIN_EXAMPLES_PER_CLIENT * exp.num_clients}, got {n!r}")
+
+
+def _classes_of_dataset(values, exp):
+    classes = values["BINARY_CLASSES"]
+    k = len(CLASS_NAMES[exp.dataset])
+    if classes is not None and max(classes) >= k:
+        raise ValueError(f"BINARY_CLASSES must be two class ids of {exp.dataset} (0 to {k - 1}), got {classes!r}")
+
+
+NOTEBOOK_RULES: dict[str, list[Callable]] = {
+    "03": [_at_least("NUM_CLIENTS", 2, "parts 2 and 3 mix two clients' models"),
+           _below("DIFFERENT_INIT_CLIENTS", "NUM_CLIENTS", or_equal=True)],
+    "05": [_hetero_examples, _classes_of_dataset],
+    "06": [_at_least("NUM_CLIENTS", 2, "secure aggregation needs two clients"),
+           _below("SECAGG_DROPOUTS", "NUM_CLIENTS"), _secagg_fits,
+           _below("DP_CLIENTS_PER_ROUND", "DP_NUM_CLIENTS", or_equal=True), _dp_job],
+    "07": [_below("NUM_FLIPPERS", "NUM_CLIENTS"), _below("NUM_ATTACKERS", "NUM_CLIENTS")],
+}
+
+
+def _renamed(fn: Callable, names: dict[str, str]) -> Callable:
+    """``fn``, with the parameter names in its ValueErrors renamed (a job's ``NUM_CLIENTS`` is
+    notebook 06's ``DP_NUM_CLIENTS``)."""
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as err:
+            raise ValueError(pattern.sub(lambda m: names[m.group(1)], str(err))) from None
+    return call
+
+
+@dataclass(frozen=True)
+class NotebookParams:
+    """What :func:`check_notebook_params` returns: ``params``, every parameter of the notebook,
+    checked (``params["FEATURE_SKEW"]`` is None, "rotation" or "brightness", whatever spelling of
+    None was given); ``exp``, the notebook's :class:`Experiment` (a smoke run's included); and
+    ``job_params``, its experiment and FedAvg parameters (``PRESET`` applied; in a smoke run
+    ``TRAIN_LIMIT`` cut to :data:`SMOKE_TRAIN_EXAMPLES`), as :func:`parse_params` and the jobs
+    take them. ``checked[name]`` is ``checked.params[name]``."""
+    notebook: str
+    params: dict
+    exp: Experiment
+    job_params: dict
+
+    def __getitem__(self, name: str):
+        return self.params[name]
+
+
+def check_notebook_params(notebook: str, params: Mapping) -> NotebookParams:
+    """Check every parameter of a notebook (``"00"`` .. ``"07"``), before any work: its type, its
+    range and how it combines with the others (:data:`NOTEBOOK_PARAMS`, :data:`NOTEBOOK_RULES`).
+    A bad value is a ``ValueError`` that names the parameter, the value given and what is allowed.
+
+    ``params``: the notebook's parameters by name (all of them; an unknown name is an error), or
+    the notebook's own namespace, ``globals()``, from which its parameters are read.
+
+        >>> checked = check_notebook_params("00", {"SEED": 0, "DATASET": "fashion_mnist",
+        ...     "RESULTS_DIR": "build/results", "TFF_MODE": "auto", "SMOKE": False})
+        >>> checked.exp.dataset, checked["TFF_MODE"]
+        ('fashion_mnist', 'auto')
+        >>> check_notebook_params("00", dict(checked.params, TFF_MODE="remote"))
+        Traceback (most recent call last):
+        ...
+        ValueError: TFF_MODE must be one of 'auto', 'sidecar', got 'remote'
+    """
+    check_choice("notebook", notebook, NOTEBOOK_PARAMS)
+    spec = NOTEBOOK_PARAMS[notebook]
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be a dict of notebook {notebook}'s parameters, got {type(params).__name__}")
+    if "__name__" not in params:  # not a namespace: exactly the notebook's parameters
+        check_known(f"parameter(s) of notebook {notebook}", params, spec)
+    missing = [name for name in spec if name not in params]
+    if missing:
+        raise ValueError(f"missing parameter(s) of notebook {notebook}: {', '.join(missing)}")
+    values = {name: params[name] for name in spec}
+    for name, how in spec.items():  # the notebook's own checks first
+        check = how[1] if isinstance(how, tuple) else how
+        if callable(check):
+            values[name] = check(name, values[name])
+    job = {name: values[name] for name, how in spec.items()
+           if (how[0] if isinstance(how, tuple) else how) in (EXPERIMENT, FEDAVG)}
+    absent = {"CLIENTS_PER_ROUND": None}  # a notebook without it: no per-round cap to check
+    exp = parse_params(dict(absent, **job))[0]
+    if values["SMOKE"] and "TRAIN_LIMIT" in job:  # a smoke run uses at most SMOKE_TRAIN_EXAMPLES
+        job["TRAIN_LIMIT"] = min(job["TRAIN_LIMIT"] or SMOKE_TRAIN_EXAMPLES, SMOKE_TRAIN_EXAMPLES)
+        exp = parse_params(dict(absent, **job))[0]
+    if values.get("PRESET"):
+        job = apply_preset(job, values["PRESET"], exp.train_examples)
+        exp = parse_params(dict(absent, **job))[0]
+    for rule in NOTEBOOK_RULES.get(notebook, ()):
+        rule(values, exp)
+    return NotebookParams(notebook, values, exp, job)
 
 
 # ---- what the experiment gives every notebook ---------------------------------------------------

@@ -30,6 +30,15 @@ from .validate import check_choice, check_int, check_number, check_positive
 # ---- settings and records ------------------------------------------------------------------------
 @dataclass
 class FedAvgConfig:
+    """FedAvg's settings in McMahan et al.'s terms (notebooks 03-07): ``rounds``; the share of
+    clients per round C (``client_fraction``) or an exact ``clients_per_round``; local epochs
+    E and batch size B (None: the full local data, FedSGD with E = 1); the client and server
+    learning rates; the seed of sampling and example order; an optional cosine decay of the
+    client learning rate over the rounds, and client SGD momentum.
+
+        >>> FedAvgConfig(rounds=10, client_lr=0.1, client_lr_schedule="cosine").client_lr_for_round(1)
+        0.1
+    """
     rounds: int = 10
     client_fraction: float | None = 1.0
     clients_per_round: int | None = None
@@ -58,6 +67,8 @@ class FedAvgConfig:
 
 @dataclass
 class RoundRecord:
+    """One round of a run: its number, the sampled clients, the examples they trained on, the
+    seconds the round took, and what was measured afterwards (``metrics``)."""
     round: int
     clients: list
     num_examples: int

@@ -1,4 +1,5 @@
-"""Classification metrics: accuracy, macro precision/recall/F1, confusion matrix, per-class accuracy.
+"""Classification metrics: accuracy, macro precision/recall/F1, confusion matrix, per-class accuracy
+(notebook 02 introduces them; notebook 05 scores every model with them).
 
 Thin wrappers around scikit-learn's metrics (tested, well known), with the course's conventions:
 the confusion matrix has a row and a column for every class in ``range(num_classes)``; macro
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validate import check_int
+
 
 def _check(y_true, y_pred, num_classes):
     y_true = np.asarray(y_true).reshape(-1)
@@ -19,11 +22,11 @@ def _check(y_true, y_pred, num_classes):
                          f"and {y_pred.shape[0]}")
     if y_true.size == 0:
         raise ValueError("y_true and y_pred must not be empty")
-    if num_classes is None:
-        num_classes = int(max(y_true.max(), y_pred.max())) + 1
-    if min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= num_classes:
-        raise ValueError(f"labels must be in 0..{num_classes - 1}")
-    return y_true, y_pred, int(num_classes)
+    low, high = min(y_true.min(), y_pred.min()), max(y_true.max(), y_pred.max())
+    num_classes = int(high) + 1 if num_classes is None else check_int("num_classes", num_classes, low=1)
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"labels must be in 0..{num_classes - 1}, got values from {low} to {high}")
+    return y_true, y_pred, num_classes
 
 
 def confusion(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
@@ -53,10 +56,3 @@ def per_class_accuracy(y_true, y_pred, num_classes: int | None = None) -> np.nda
     support = cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
-
-
-def evaluate_model(model, x, y, num_classes: int | None = None) -> dict:
-    """:func:`classification_metrics` of a Keras model on (x, y)."""
-    from .models import predict_labels
-
-    return classification_metrics(y, predict_labels(model, x), num_classes)

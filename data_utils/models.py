@@ -1,4 +1,5 @@
-"""The course's Keras models, written against ``tf.keras`` APIs present in Keras 2 and Keras 3.
+"""The course's Keras models, written against ``tf.keras`` APIs present in Keras 2 and Keras 3
+(notebooks 02-07 train them; notebook 02 introduces them).
 
 - ``cnn_small``: the CNN of the TensorFlow FL tutorial (Conv 32 3x3 ReLU -> MaxPool 2x2 ->
   Flatten -> Dense 10), 54,410 parameters on 28x28x1 inputs;
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+
+from .validate import check_choice, check_int, check_number, check_positive, is_int
 
 MODELS = ("cnn_small", "cnn_mcmahan")
 
@@ -47,26 +50,30 @@ _BUILDERS: dict[str, Callable] = {"cnn_small": _cnn_small, "cnn_mcmahan": _cnn_m
 def build_model(name: str = "cnn_small", input_shape: Sequence[int] = (28, 28, 1),
                 num_classes: int = 10, seed: int | None = None):
     """A fresh, uncompiled Keras model. With ``seed``, its initial weights depend only on the seed."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    if len(tuple(input_shape)) != 3 or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    check_choice("name", name, MODELS)
+    try:
+        shape = tuple(input_shape)
+    except TypeError:  # not a sequence
+        shape = ()
+    if len(shape) != 3 or not all(is_int(d) and d >= 1 for d in shape):
+        raise ValueError(f"input_shape must be (height, width, channels) of positive integers, "
+                         f"got {input_shape!r}")
+    num_classes = check_int("num_classes", num_classes, low=2)
+    seed = check_int("seed", seed, low=0, allow_none=True)
     import tensorflow as tf
 
     if seed is not None:
-        tf.keras.utils.set_random_seed(int(seed))
-    return _BUILDERS[name](tf, tuple(input_shape), int(num_classes))
+        tf.keras.utils.set_random_seed(seed)
+    return _BUILDERS[name](tf, tuple(int(d) for d in shape), num_classes)
 
 
 def compile_model(model, learning_rate: float = 0.05, momentum: float = 0.0):
     """Compile with plain SGD (the optimizer of FedAvg's clients), sparse categorical
     cross-entropy on logits, and accuracy."""
+    learning_rate = check_positive("learning_rate", learning_rate)
+    momentum = check_number("momentum", momentum, 0, 1)
     import tensorflow as tf
 
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
     model.compile(
         optimizer=tf.keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -76,6 +83,7 @@ def compile_model(model, learning_rate: float = 0.05, momentum: float = 0.0):
 
 
 def count_params(weights: Sequence[np.ndarray]) -> int:
+    """How many numbers a model's weights hold (all layers together)."""
     return int(sum(np.asarray(w).size for w in weights))
 
 
@@ -93,18 +101,8 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
 
 
 def predict_labels(model, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """The predicted class of each example of ``x`` (the argmax of :func:`predict_logits`)."""
     return predict_logits(model, x, batch_size).argmax(axis=1)
-
-
-def accuracy_of(model, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of ``model`` on (x, y)."""
-    return float(np.mean(predict_labels(model, x) == np.asarray(y)))
-
-
-def accuracy_with_weights(model, weights: Sequence[np.ndarray], x, y) -> float:
-    """Accuracy of ``model``'s architecture with ``weights`` loaded (the model is changed)."""
-    model.set_weights(list(weights))
-    return accuracy_of(model, x, y)
 
 
 class WeightsEvaluator:
@@ -121,11 +119,13 @@ class WeightsEvaluator:
         self._model = None
 
     def model(self):
+        """The evaluator's Keras model (built on first use, rebuilt after a TFF build)."""
         if self._model is None:
             self._model = build_model(*self.spec)
         return self._model
 
     def predict(self, weights) -> np.ndarray:
+        """The predicted labels of ``x`` with ``weights`` loaded."""
         try:
             self.model().set_weights(list(weights))
             return predict_labels(self.model(), self.x)

@@ -1,4 +1,5 @@
-"""Split a training set across simulated clients.
+"""Split a training set across simulated clients (taught in Notebook 01; notebooks 02-07 reuse
+the saved partition through :mod:`data_utils.experiment`).
 
 One function per scheme, each seeded and deterministic, each returning a list of index arrays
 (one per client, into the training set). :func:`make_partition` adds each client's local test
@@ -10,6 +11,12 @@ split and records the parameters, so a saved partition can be checked before it 
 - ``pathological``: McMahan et al. 2017's sort-and-shard split; each client holds
   ``classes_per_client`` shards, each shard from a different class;
 - ``quantity``: every client has the same label mix, but sizes follow a power law.
+
+    >>> import numpy as np
+    >>> labels = np.repeat(np.arange(4), 25)          # 100 examples, 4 classes
+    >>> part = make_partition(labels, "pathological", num_clients=4, classes_per_client=2)
+    >>> part.client_sizes().tolist(), part.label_counts(labels).astype(bool).sum(axis=1).tolist()
+    ([23, 22, 22, 23], [2, 2, 2, 2])
 """
 from __future__ import annotations
 
@@ -21,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .validate import check_choice, check_fraction, check_int, check_positive
+
 SCHEMES = ("iid", "dirichlet", "pathological", "quantity")
 _MAX_DIRICHLET_TRIES = 1000
 
 
 def _rng(seed: int) -> np.random.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(check_int("seed", seed, low=0))
 
 
 def _check_labels(labels) -> np.ndarray:
@@ -36,17 +43,24 @@ def _check_labels(labels) -> np.ndarray:
     if labels.ndim != 1 or labels.size == 0:
         raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise ValueError("labels must be non-negative integers")
+        raise ValueError(f"labels must be non-negative integers, got dtype {labels.dtype} with "
+                         f"values from {labels.min()} to {labels.max()}")
     return labels
 
 
 def _check_num_clients(num_clients: int, n: int) -> int:
-    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)):
-        raise ValueError(f"num_clients must be an integer, got {num_clients!r}")
-    if not 1 <= num_clients <= n:
-        raise ValueError(f"num_clients must be between 1 and the number of examples ({n}), "
-                         f"got {num_clients}")
-    return int(num_clients)
+    num_clients = check_int("num_clients", num_clients, low=1)
+    if num_clients > n:
+        raise ValueError(f"num_clients must be at most the number of examples ({n}), got {num_clients}")
+    return num_clients
+
+
+def _check_min_size(min_size: int, num_clients: int, n: int) -> int:
+    min_size = check_int("min_size", min_size, low=1)
+    if min_size * num_clients > n:
+        raise ValueError(f"min_size must be at most {n // num_clients} ({num_clients} clients x "
+                         f"min_size must fit in {n} examples), got {min_size}")
+    return min_size
 
 
 def _split_by_proportions(indices: np.ndarray, proportions: np.ndarray) -> list[np.ndarray]:
@@ -61,7 +75,11 @@ def _split_by_proportions(indices: np.ndarray, proportions: np.ndarray) -> list[
 
 
 def partition_iid(labels, num_clients: int, seed: int = 0) -> list[np.ndarray]:
-    """Uniform random split: client sizes differ by at most one."""
+    """Uniform random split: client sizes differ by at most one.
+
+    >>> [len(c) for c in partition_iid(np.zeros(10, dtype=int), num_clients=3)]
+    [4, 3, 3]
+    """
     labels = _check_labels(labels)
     num_clients = _check_num_clients(num_clients, len(labels))
     order = _rng(seed).permutation(len(labels))
@@ -72,16 +90,20 @@ def partition_dirichlet(labels, num_clients: int, alpha: float, seed: int = 0,
                         min_size: int = 10) -> list[np.ndarray]:
     """Label skew: for each class, draw client proportions from Dirichlet(``alpha``) and deal the
     class's examples out accordingly. Redraws until every client has at least ``min_size``
-    examples; raises ValueError if that cannot be met."""
+    examples; raises ValueError if that cannot be met.
+
+    >>> labels = np.repeat(np.arange(10), 100)
+    >>> skewed = partition_dirichlet(labels, 5, alpha=0.1, seed=0)
+    >>> [len(np.unique(labels[c])) for c in skewed]      # classes per client: few
+    [2, 5, 9, 5, 8]
+    >>> mixed = partition_dirichlet(labels, 5, alpha=100.0, seed=0)
+    >>> [len(np.unique(labels[c])) for c in mixed]       # large alpha: close to IID
+    [10, 10, 10, 10, 10]
+    """
     labels = _check_labels(labels)
     num_clients = _check_num_clients(num_clients, len(labels))
-    if not isinstance(alpha, (int, float, np.floating)) or not np.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
-        raise ValueError(f"min_size must be a positive integer, got {min_size!r}")
-    if min_size * num_clients > len(labels):
-        raise ValueError(f"min_size={min_size} cannot be met: {num_clients} clients x {min_size} "
-                         f"> {len(labels)} examples")
+    alpha = check_positive("alpha", alpha)
+    min_size = _check_min_size(min_size, num_clients, len(labels))
     rng = _rng(seed)
     classes = np.unique(labels)
     by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
@@ -105,16 +127,21 @@ def partition_pathological(labels, num_clients: int, classes_per_client: int = 2
     shards, and each client receives ``classes_per_client`` shards of *different* classes, so it
     holds at most ``classes_per_client`` classes. Classes are dealt round-robin in a seeded random
     order; when ``num_clients * classes_per_client`` is smaller than the number of classes, some
-    classes go unused."""
+    classes go unused.
+
+    >>> labels = np.repeat(np.arange(10), 100)
+    >>> parts = partition_pathological(labels, 5, classes_per_client=2, seed=0)
+    >>> [np.unique(labels[c]).tolist() for c in parts]
+    [[1, 8], [3, 5], [0, 9], [4, 6], [2, 7]]
+    """
     labels = _check_labels(labels)
     num_clients = _check_num_clients(num_clients, len(labels))
     classes = np.unique(labels)
-    if (isinstance(classes_per_client, bool) or not isinstance(classes_per_client, (int, np.integer))
-            or not 1 <= classes_per_client <= len(classes)):
-        raise ValueError(f"classes_per_client must be an integer between 1 and the number of "
-                         f"classes ({len(classes)}), got {classes_per_client!r}")
+    k = check_int("classes_per_client", classes_per_client, low=1)
+    if k > len(classes):
+        raise ValueError(f"classes_per_client must be at most the number of classes "
+                         f"({len(classes)}), got {k}")
     rng = _rng(seed)
-    k = int(classes_per_client)
     class_order = rng.permutation(classes)
     # Shard s holds class class_order[s % C]; client c takes shards c*k .. c*k+k-1, which are k
     # consecutive positions modulo C and therefore k different classes.
@@ -139,16 +166,17 @@ def partition_quantity(labels, num_clients: int, seed: int = 0, exponent: float 
                        min_size: int = 10) -> list[np.ndarray]:
     """Quantity skew: client sizes proportional to ``rank ** -exponent`` (a power law, in a seeded
     random client order), each class split in those proportions, so every client has the same
-    label mix. Each client gets at least ``min_size`` examples."""
+    label mix. Each client gets at least ``min_size`` examples.
+
+    >>> labels = np.repeat(np.arange(10), 100)
+    >>> parts = partition_quantity(labels, 5, seed=0, exponent=1.0)
+    >>> [len(c) for c in parts], [len(np.unique(labels[c])) for c in parts]
+    ([150, 90, 110, 430, 220], [10, 10, 10, 10, 10])
+    """
     labels = _check_labels(labels)
     num_clients = _check_num_clients(num_clients, len(labels))
-    if not isinstance(exponent, (int, float, np.floating)) or not np.isfinite(exponent) or exponent < 0:
-        raise ValueError(f"exponent must be a non-negative number, got {exponent!r}")
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 1:
-        raise ValueError(f"min_size must be a positive integer, got {min_size!r}")
-    if min_size * num_clients > len(labels):
-        raise ValueError(f"min_size={min_size} cannot be met: {num_clients} clients x {min_size} "
-                         f"> {len(labels)} examples")
+    exponent = check_positive("exponent", exponent, allow_zero=True)
+    min_size = _check_min_size(min_size, num_clients, len(labels))
     rng = _rng(seed)
     weights = np.arange(1, num_clients + 1, dtype=float) ** (-float(exponent))
     weights = weights[rng.permutation(num_clients)]
@@ -175,13 +203,16 @@ class Partition:
 
     @property
     def num_clients(self) -> int:
+        """How many clients the partition has."""
         return len(self.train)
 
     def client_sizes(self) -> np.ndarray:
+        """Each client's number of local-train examples."""
         return np.array([len(t) for t in self.train])
 
     def label_counts(self, labels, num_classes: int | None = None, split: str = "train") -> np.ndarray:
         """A (clients x classes) matrix of label counts in the chosen split."""
+        split = check_choice("split", split, ("train", "test"))
         labels = np.asarray(labels)
         num_classes = num_classes or int(labels.max()) + 1
         parts = self.train if split == "train" else self.test
@@ -200,6 +231,7 @@ class Partition:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Partition":
+        """The partition :meth:`save` wrote to ``path``."""
         with np.load(path, allow_pickle=False) as data:
             params = json.loads(str(data["params"]))
             n = sum(1 for k in data.files if k.startswith("train_"))
@@ -212,11 +244,8 @@ def partition_params(labels, scheme: str = "iid", num_clients: int = 10, seed: i
                      alpha: float = 0.5, classes_per_client: int = 2, min_size: int = 10,
                      exponent: float = 1.0, local_test_fraction: float = 0.1) -> dict:
     """The parameters :func:`make_partition` records: only those that matter to ``scheme``."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown partition scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    if (isinstance(local_test_fraction, bool) or not isinstance(local_test_fraction, (int, float))
-            or not 0 <= local_test_fraction < 1):
-        raise ValueError(f"local_test_fraction must be in [0, 1), got {local_test_fraction!r}")
+    check_choice("scheme", scheme, SCHEMES)
+    check_fraction("local_test_fraction", local_test_fraction)
     labels = _check_labels(labels)
     params = {"scheme": scheme, "num_clients": num_clients, "seed": seed,
               "num_examples": int(len(labels)),
@@ -239,7 +268,15 @@ def make_partition(labels, scheme: str = "iid", num_clients: int = 10, seed: int
     local test (``local_test_fraction`` of each client; at least one example stays for training).
 
     The parameters that matter to the chosen scheme are recorded in ``Partition.params``; the
-    same recorded parameters always give the same partition."""
+    same recorded parameters always give the same partition.
+
+    >>> labels = np.repeat(np.arange(10), 20)
+    >>> part = make_partition(labels, "iid", num_clients=4, local_test_fraction=0.2)
+    >>> part.client_sizes().tolist(), [len(t) for t in part.test]
+    ([40, 40, 40, 40], [10, 10, 10, 10])
+    >>> part.params["scheme"], part.params["local_test_fraction"]
+    ('iid', 0.2)
+    """
     params = partition_params(labels, scheme, num_clients, seed, alpha=alpha,
                               classes_per_client=classes_per_client, min_size=min_size,
                               exponent=exponent, local_test_fraction=local_test_fraction)
@@ -288,10 +325,14 @@ def load_or_make_partition(path: str | os.PathLike, labels, **kwargs) -> tuple[P
 
 def label_entropy(counts) -> np.ndarray:
     """Shannon entropy (bits) of each row of a (clients x classes) count matrix: 0 for a client
-    holding one class, log2(number of classes) for a perfectly balanced one; 0 for an empty row."""
+    holding one class, log2(number of classes) for a perfectly balanced one; 0 for an empty row.
+
+    >>> label_entropy([[5, 5, 0, 0], [10, 0, 0, 0], [1, 1, 1, 1]]).tolist()
+    [1.0, 0.0, 2.0]
+    """
     counts = np.atleast_2d(np.asarray(counts, dtype=float))
     if np.any(counts < 0):
-        raise ValueError("label counts must be non-negative")
+        raise ValueError(f"counts must be non-negative, got a minimum of {counts.min():g}")
     totals = counts.sum(axis=1, keepdims=True)
     p = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,8 +1,10 @@
-"""Figures the notebooks show. Each function draws on a new (or given) matplotlib figure and
-returns it, so a notebook cell shows it and a script can save it."""
+"""Figures the notebooks show (notebooks 00, 01, 02, 05 and 07). Each function draws on a new (or
+given) matplotlib figure and returns it, so a notebook cell shows it and a script can save it."""
 from __future__ import annotations
 
 import numpy as np
+
+from .validate import check_int
 
 
 def _plt():
@@ -14,6 +16,7 @@ def _plt():
 def image_grid(images, labels, class_names, rows: int = 3, cols: int = 8, title: str | None = None,
                predictions=None):
     """A grid of images titled with their class names (and predictions, if given: wrong ones red)."""
+    rows, cols = check_int("rows", rows, low=1), check_int("cols", cols, low=1)
     plt = _plt()
     n = min(rows * cols, len(images))
     fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows))
@@ -94,6 +97,7 @@ def label_heatmap(counts, class_names=None, title: str | None = None, ax=None, a
 def client_size_histogram(sizes, bins: int | None = None, title: str | None = None, ax=None):
     """Histogram of client sizes (examples per client)."""
     sizes = np.asarray(sizes)
+    bins = check_int("bins", bins, low=1, allow_none=True)
     fig, ax = _axes(ax, (5, 3))
     bins = bins or min(20, max(5, len(sizes)))
     ax.hist(sizes, bins=bins, color="tab:blue", edgecolor="white")
@@ -109,6 +113,7 @@ def client_size_histogram(sizes, bins: int | None = None, title: str | None = No
 def clients_side_by_side(images_a, labels_a, images_b, labels_b, class_names, names=("client A", "client B"),
                          n: int = 8, cols: int = 4, title: str | None = None):
     """The first ``n`` images of two clients, in two panels side by side, titled by class."""
+    n, cols = check_int("n", n, low=1), check_int("cols", cols, low=1)
     plt = _plt()
     rows = int(np.ceil(n / cols))
     fig = plt.figure(figsize=(2 * 1.3 * cols + 0.6, 1.5 * rows + 0.7))
@@ -133,7 +138,7 @@ def metric_bars(names, rows, metrics=("accuracy", "precision", "recall", "f1"), 
     """Grouped bars of ``metrics`` per model (``rows``: one dict of metrics per name), with the
     baseline's values (a dict) as dashed lines."""
     if len(names) != len(rows):
-        raise ValueError(f"need one metrics dict per name, got {len(names)} names and {len(rows)} rows")
+        raise ValueError(f"rows must hold one metrics dict per name ({len(names)}), got {len(rows)}")
     fig, ax = _axes(ax, (max(6, 0.7 * len(names) + 3), 3.4))
     width = 0.8 / len(metrics)
     x = np.arange(len(names))
@@ -159,7 +164,7 @@ def confusion_matrices(matrices, titles, class_names=None, normalize: bool = Fal
     plt = _plt()
     matrices = [np.asarray(m) for m in matrices]
     if len(matrices) != len(titles):
-        raise ValueError(f"need one title per matrix, got {len(matrices)} matrices and {len(titles)} titles")
+        raise ValueError(f"titles must hold one title per matrix ({len(matrices)}), got {len(titles)}")
     k = matrices[0].shape[0]
     fig, axes = plt.subplots(1, len(matrices), figsize=(0.55 * k * len(matrices) + 1.5, 0.55 * k + 1.6),
                              squeeze=False)
@@ -210,7 +215,8 @@ def per_class_accuracy_bars(values, class_names, title: str | None = None, ax=No
     names = list(values)
     arrays = [np.asarray(values[n], dtype=float) for n in names]
     if not names or any(a.shape != (len(class_names),) for a in arrays):
-        raise ValueError(f"need one accuracy per class ({len(class_names)}) for each model")
+        raise ValueError(f"values must hold one accuracy per class ({len(class_names)}) for each "
+                         f"model, got shapes {[a.shape for a in arrays] or 'none'}")
     fig, ax = _axes(ax, (max(7, 0.9 * len(class_names) + 2), 3.4))
     width = 0.8 / len(names)
     x = np.arange(len(class_names))
@@ -235,7 +241,8 @@ def client_gain_plot(federated, local, baseline=None, names=("federated", "local
     plt = _plt()
     keep = [c for c, f in enumerate(federated) if f is not None]
     if not keep:
-        raise ValueError("no client has an accuracy to plot")
+        raise ValueError("federated must hold at least one accuracy, got only None (no client has "
+                         "an accuracy to plot)")
     fed = np.array([federated[c] for c in keep], dtype=float)
     loc = np.array([local[c] for c in keep], dtype=float)
     x = np.arange(len(keep))
@@ -272,7 +279,7 @@ def learning_curves(curves, reference=None, reference_label: str = "centralized"
     """Several runs' metric by round on one plot: ``curves`` maps a label to a list of values
     (round 1, 2, ...); ``reference`` (a number) is drawn as a dashed horizontal line."""
     if not curves:
-        raise ValueError("need at least one curve")
+        raise ValueError(f"curves must hold at least one curve, got {curves!r}")
     fig, ax = _axes(ax, (7.5, 4.2))
     for label, values in curves.items():
         ax.plot(np.arange(1, len(values) + 1), values, "o-", ms=3, label=label)

@@ -1,6 +1,6 @@
-"""Differential privacy for federated learning: DP-FedAvg (McMahan et al. 2018, "Learning
-Differentially Private Recurrent Language Models") with TensorFlow Federated, and the privacy it
-spends, computed with Google's ``dp_accounting`` library.
+"""Differential privacy for federated learning (notebook 06): DP-FedAvg (McMahan et al. 2018,
+"Learning Differentially Private Recurrent Language Models") with TensorFlow Federated, and the
+privacy it spends, computed with Google's ``dp_accounting`` library.
 
 DP-FedAvg protects each *client* (user-level DP): every round the server takes a random sample
 of clients, clips each client's update to an L2 norm ``clip``, sums them, adds Gaussian noise of
@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import math
 
-from .validate import check_int, check_positive
+from .validate import check_choice, check_int, check_number, check_positive
 
 SAMPLINGS = ("poisson", "without_replacement")
 ACCOUNTANTS = ("rdp", "pld")
 
 
-def _positive(name, value, allow_zero=False):
-    return check_positive(name, value, allow_zero=allow_zero)
-
-
-def _count(name, value, minimum=1):
-    return check_int(name, value, low=minimum)
+def _check_delta(delta) -> float:
+    return check_number("delta", delta, 0, 1, low_open=True, high_open=True)
 
 
 def dp_event(noise_multiplier: float, clients_per_round: int, num_clients: int, rounds: int,
@@ -41,13 +37,13 @@ def dp_event(noise_multiplier: float, clients_per_round: int, num_clients: int, 
     client in every round there is no sampling, and no amplification."""
     import dp_accounting
 
-    z = _positive("noise_multiplier", noise_multiplier, allow_zero=True)
-    m, n = _count("clients_per_round", clients_per_round), _count("num_clients", num_clients)
-    t = _count("rounds", rounds, minimum=0)
+    z = check_positive("noise_multiplier", noise_multiplier, allow_zero=True)
+    m = check_int("clients_per_round", clients_per_round, low=1)
+    n = check_int("num_clients", num_clients, low=1)
+    t = check_int("rounds", rounds, low=0)
     if m > n:
-        raise ValueError(f"clients_per_round ({m}) cannot exceed num_clients ({n})")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        raise ValueError(f"clients_per_round must be at most num_clients ({n}), got {m}")
+    check_choice("sampling", sampling, SAMPLINGS)
     gaussian = dp_accounting.GaussianDpEvent(z)
     if m == n:
         per_round = gaussian
@@ -63,15 +59,22 @@ def dp_epsilon(noise_multiplier: float, clients_per_round: int, num_clients: int
     """Epsilon spent by DP-FedAvg at ``delta`` (see :func:`dp_event` for the arguments).
 
     ``accountant="rdp"`` (Renyi DP, the usual choice, a valid upper bound) or ``"pld"``
-    (privacy loss distributions, tighter, Poisson sampling only). Returns ``inf`` with no noise."""
+    (privacy loss distributions, tighter, Poisson sampling only). Returns ``inf`` with no noise.
+
+    >>> round(dp_epsilon(1.0, clients_per_round=10, num_clients=100, rounds=50, delta=1e-5), 2)
+    5.88
+    >>> round(dp_epsilon(2.0, 10, 100, 50, 1e-5), 2)      # twice the noise: far less spent
+    1.84
+    >>> round(dp_epsilon(1.0, 100, 100, 50, 1e-5), 2)     # every client every round: no amplification
+    57.3
+    >>> dp_epsilon(0.0, 10, 100, 50, 1e-5)                 # no noise, no privacy
+    inf
+    """
     import dp_accounting
     from dp_accounting import pld, rdp
 
-    d = _positive("delta", delta)
-    if d >= 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-    if accountant not in ACCOUNTANTS:
-        raise ValueError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
+    d = _check_delta(delta)
+    check_choice("accountant", accountant, ACCOUNTANTS)
     event = dp_event(noise_multiplier, clients_per_round, num_clients, rounds, sampling)
     if noise_multiplier == 0 and rounds > 0:
         return math.inf
@@ -84,7 +87,8 @@ def dp_epsilon(noise_multiplier: float, clients_per_round: int, num_clients: int
         acc = rdp.RdpAccountant(neighboring_relation=relation)
     else:
         if sampling == "without_replacement" and clients_per_round < num_clients:
-            raise ValueError("the PLD accountant supports Poisson sampling only; use accountant='rdp'")
+            raise ValueError("accountant must be 'rdp' with sampling='without_replacement' (the PLD "
+                             "accountant supports Poisson sampling only), got 'pld'")
         acc = pld.PLDAccountant()
     acc.compose(event)
     return float(acc.get_epsilon(d))
@@ -95,8 +99,8 @@ def noise_for_epsilon(target_epsilon: float, clients_per_round: int, num_clients
     """The smallest noise multiplier whose :func:`dp_epsilon` (RDP) is at most ``target_epsilon``."""
     import dp_accounting
 
-    eps = _positive("target_epsilon", target_epsilon)
-    _positive("delta", delta)
+    eps = check_positive("target_epsilon", target_epsilon)
+    delta = _check_delta(delta)
     dp_event(1.0, clients_per_round, num_clients, rounds, sampling)  # checks the arguments
     return float(dp_accounting.calibrate_dp_mechanism(
         lambda: dp_accounting.rdp.RdpAccountant(
@@ -110,8 +114,8 @@ def noise_for_epsilon(target_epsilon: float, clients_per_round: int, num_clients
 def noise_std_of_mean(noise_multiplier: float, clip: float, clients_per_round: int) -> float:
     """Standard deviation of the noise DP-FedAvg adds to each coordinate of the *mean* update:
     ``noise_multiplier * clip / clients_per_round``. More clients per round, less noise."""
-    return _positive("noise_multiplier", noise_multiplier, allow_zero=True) * \
-        _positive("clip", clip) / _count("clients_per_round", clients_per_round)
+    return check_positive("noise_multiplier", noise_multiplier, allow_zero=True) * \
+        check_positive("clip", clip) / check_int("clients_per_round", clients_per_round, low=1)
 
 
 def dp_model_aggregator(noise_multiplier: float, clients_per_round: int, clip: float | None = None,
@@ -126,14 +130,16 @@ def dp_model_aggregator(noise_multiplier: float, clients_per_round: int, clip: f
     threshold is estimated without noise, so keep it off when the accounting must be exact."""
     from .tff_fedavg import import_tff
 
-    z = _positive("noise_multiplier", noise_multiplier, allow_zero=True)
-    m = _count("clients_per_round", clients_per_round)
+    z = check_positive("noise_multiplier", noise_multiplier, allow_zero=True)
+    m = check_int("clients_per_round", clients_per_round, low=1)
+    clip = check_positive("clip", clip, allow_none=True)
+    if zeroing and clip is not None:
+        raise ValueError(f"zeroing must be False with a fixed clip (it needs the adaptive clip, "
+                         f"clip=None), got {zeroing!r}")
     tff = import_tff()
     if clip is None:
         return tff.learning.dp_aggregator(z, m, zeroing=bool(zeroing))
-    if zeroing:
-        raise ValueError("zeroing is available with the adaptive clip (clip=None) only")
-    return tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(z, m, _positive("clip", clip))
+    return tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(z, m, clip)
 
 
 def build_dp_fedavg(model_name: str, input_shape, num_classes: int, client_lr: float,
@@ -143,10 +149,11 @@ def build_dp_fedavg(model_name: str, input_shape, num_classes: int, client_lr: f
     :func:`dp_model_aggregator`. Runs with :func:`data_utils.tff_fedavg.run_tff_fedavg`."""
     from .tff_fedavg import element_spec, import_tff, keras_model_fn
 
+    client_lr, server_lr = check_positive("client_lr", client_lr), check_positive("server_lr", server_lr)
     tff = import_tff()
     return tff.learning.algorithms.build_unweighted_fed_avg(
         keras_model_fn(model_name, input_shape, num_classes, element_spec(input_shape)),
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=_positive("client_lr", client_lr)),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=_positive("server_lr", server_lr)),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_lr),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_lr),
         model_aggregator=aggregator,
     )

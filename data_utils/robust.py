@@ -1,5 +1,6 @@
 """Robust aggregation of client updates: what a server can use instead of the plain mean when
-some clients may send garbage or attacks.
+some clients may send garbage or attacks (notebook 07; notebook 06 uses :func:`plain_mean` and
+:class:`TffAggregatorHook`).
 
 Every aggregator here has the signature of the ``aggregate`` hook of
 :func:`data_utils.fedavg.fedavg_round`: ``aggregator(deltas, counts) -> delta``, where ``deltas``
@@ -16,6 +17,13 @@ their example counts.
 
 The median and the trimmed mean are unweighted: they treat every client alike, whatever its
 example count (a weighted median would let one client claim a huge count and win).
+
+    >>> import numpy as np
+    >>> deltas = [[np.array([1.0, 2.0])], [np.array([1.2, 2.2])], [np.array([100.0, -100.0])]]
+    >>> plain_mean(deltas)[0].round(2).tolist()        # one attacker drags the mean away
+    [34.07, -31.93]
+    >>> coordinate_median(deltas)[0].tolist()           # the median ignores it
+    [1.2, 2.0]
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .aggregation import check_weight_lists, weighted_average
+from .validate import check_choice, check_int, check_number, check_positive
 
 AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "norm_zero")
 
@@ -36,7 +45,8 @@ def _check(deltas, counts) -> tuple[list[list[np.ndarray]], np.ndarray | None]:
         return lists, None
     c = np.asarray(counts, dtype=np.float64)
     if c.shape != (len(lists),):
-        raise ValueError(f"need one count per client update ({len(lists)}), got shape {c.shape}")
+        raise ValueError(f"counts must hold one count per client update ({len(lists)}), got shape "
+                         f"{c.shape}")
     if not np.all(np.isfinite(c)) or np.any(c < 0):
         raise ValueError(f"counts must be finite and non-negative, got {c.tolist()}")
     return lists, c
@@ -60,17 +70,32 @@ def coordinate_median(deltas, counts=None) -> list[np.ndarray]:
             for j in range(len(lists[0]))]
 
 
+def _check_trim_fraction(trim_fraction) -> float:
+    return check_number("trim_fraction", trim_fraction, 0, 0.5, high_open=True)
+
+
 def trimmed_count(n: int, trim_fraction: float) -> int:
     """How many values :func:`trimmed_mean` drops at each end for ``n`` clients:
-    ``ceil(trim_fraction * n)``, but never so many that nothing is left."""
+    ``ceil(trim_fraction * n)``, but never so many that nothing is left.
+
+    >>> trimmed_count(10, 0.1), trimmed_count(9, 0.1), trimmed_count(3, 0.4), trimmed_count(2, 0.4)
+    (1, 1, 1, 0)
+    """
+    n = check_int("n", n, low=1)
+    trim_fraction = _check_trim_fraction(trim_fraction)
     return min(math.ceil(trim_fraction * n - 1e-9), (n - 1) // 2)
 
 
 def trimmed_mean(deltas, counts=None, trim_fraction: float = 0.1) -> list[np.ndarray]:
     """Coordinate-wise trimmed mean: for every coordinate drop the ``k`` largest and ``k``
-    smallest values (``k = trimmed_count(n, trim_fraction)``), average the rest."""
-    if not isinstance(trim_fraction, (int, float, np.floating)) or not 0 <= trim_fraction < 0.5:
-        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction!r}")
+    smallest values (``k = trimmed_count(n, trim_fraction)``), average the rest.
+
+    >>> import numpy as np
+    >>> deltas = [[np.array([v])] for v in (1.0, 2.0, 3.0, 4.0, 1000.0)]
+    >>> trimmed_mean(deltas, trim_fraction=0.2)[0].tolist()   # drops 1.0 and 1000.0
+    [3.0]
+    """
+    trim_fraction = _check_trim_fraction(trim_fraction)
     lists, _ = _check(deltas, counts)
     k = trimmed_count(len(lists), trim_fraction)
     out = []
@@ -83,12 +108,17 @@ def trimmed_mean(deltas, counts=None, trim_fraction: float = 0.1) -> list[np.nda
 def norm_clipped_mean(deltas, counts=None, clip_norm: float | None = None) -> list[np.ndarray]:
     """Scale each update to an L2 norm of at most ``clip_norm`` (None: the median norm of this
     round's updates, an adaptive bound an attacker in the minority cannot move much), then take
-    the example-weighted mean (uniform without counts)."""
+    the example-weighted mean (uniform without counts).
+
+    >>> import numpy as np
+    >>> deltas = [[np.array([3.0, 4.0])], [np.array([0.3, 0.4])]]    # norms 5 and 0.5
+    >>> norm_clipped_mean(deltas, clip_norm=1.0)[0].round(2).tolist()  # (0.6 + 0.3) / 2, ...
+    [0.45, 0.6]
+    """
+    clip_norm = check_positive("clip_norm", clip_norm, allow_zero=True, allow_none=True)
     lists, c = _check(deltas, counts)
     norms = update_norms(lists)
     bound = float(np.median(norms)) if clip_norm is None else clip_norm
-    if not isinstance(bound, (int, float, np.floating)) or not np.isfinite(bound) or bound < 0:
-        raise ValueError(f"clip_norm must be a non-negative finite number or None, got {clip_norm!r}")
     scales = np.minimum(1.0, bound / np.maximum(norms, 1e-30))
     clipped = [[w * s for w in ws] for ws, s in zip(lists, scales)]
     return weighted_average(clipped, c)
@@ -96,9 +126,14 @@ def norm_clipped_mean(deltas, counts=None, clip_norm: float | None = None) -> li
 
 def norm_zeroed_mean(deltas, counts=None, max_norm: float = 1.0) -> list[np.ndarray]:
     """Replace every update whose L2 norm exceeds ``max_norm`` by zeros, then take the
-    example-weighted mean (a zeroed client still counts with its weight, as in TFF)."""
-    if not isinstance(max_norm, (int, float, np.floating)) or not np.isfinite(max_norm) or max_norm < 0:
-        raise ValueError(f"max_norm must be a non-negative finite number, got {max_norm!r}")
+    example-weighted mean (a zeroed client still counts with its weight, as in TFF).
+
+    >>> import numpy as np
+    >>> deltas = [[np.array([3.0, 4.0])], [np.array([0.3, 0.4])]]    # norms 5 and 0.5
+    >>> norm_zeroed_mean(deltas, [1, 3], max_norm=1.0)[0].round(3).tolist()  # 3/4 of [0.3, 0.4]
+    [0.225, 0.3]
+    """
+    max_norm = check_positive("max_norm", max_norm, allow_zero=True)
     lists, c = _check(deltas, counts)
     norms = update_norms(lists)
     kept = [ws if n <= max_norm else [np.zeros_like(w) for w in ws] for ws, n in zip(lists, norms)]
@@ -113,13 +148,18 @@ def plain_mean(deltas, counts=None) -> list[np.ndarray]:
 
 def make_aggregator(name: str, **options) -> Callable:
     """An ``aggregate(deltas, counts)`` callable by name: one of :data:`AGGREGATORS`, with its
-    options (``trim_fraction``, ``clip_norm``, ``max_norm``)."""
+    options (``trim_fraction``, ``clip_norm``, ``max_norm``).
+
+    >>> import numpy as np
+    >>> aggregate = make_aggregator("trimmed_mean", trim_fraction=0.2)
+    >>> aggregate([[np.array([v])] for v in (1.0, 2.0, 3.0, 4.0, 1000.0)], None)[0].tolist()
+    [3.0]
+    """
+    check_choice("aggregator", name, AGGREGATORS)
     table = {"mean": (plain_mean, set()), "median": (coordinate_median, set()),
              "trimmed_mean": (trimmed_mean, {"trim_fraction"}),
              "norm_clip": (norm_clipped_mean, {"clip_norm"}),
              "norm_zero": (norm_zeroed_mean, {"max_norm"})}
-    if name not in table:
-        raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
     fn, allowed = table[name]
     unknown = set(options) - allowed
     if unknown:
@@ -150,9 +190,10 @@ class TffAggregatorHook:
     Keras models made earlier)."""
 
     def __init__(self, factory, template_weights):
-        from .tff_fedavg import import_tff
+        # The caller made ``factory`` with TFF, so it imports; no data_utils.tff_fedavg needed here
+        # (that would make this low-level module depend on the experiment machinery).
+        import tensorflow_federated as tff
 
-        tff = import_tff()
         template = check_weight_lists([template_weights])[0]
         self.dtypes = [w.dtype for w in template]
         value_type = tff.types.to_type([(np.float32, w.shape) for w in template])

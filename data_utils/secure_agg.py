@@ -1,5 +1,5 @@
 """Secure aggregation (Bonawitz et al. 2017, "Practical Secure Aggregation for Privacy-Preserving
-Machine Learning"), simulated in one process so a learner can see every step.
+Machine Learning"), simulated in one process so a learner can see every step (notebook 06).
 
 The idea: the server must learn the *sum* of the clients' updates and nothing else. Each client
 turns its update into integers modulo ``M = 2**k`` (:class:`Quantizer`) and adds masks:
@@ -31,6 +31,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .aggregation import check_weight_lists
+from .validate import check_int, check_positive, is_int
 
 PRIME = 2**127 - 1  # Mersenne prime: Shamir's field and the toy Diffie-Hellman group
 GENERATOR = 3
@@ -40,11 +41,7 @@ MIN_MODULUS_BITS, MAX_MODULUS_BITS = 2, 63
 # ---- integers modulo 2**k -------------------------------------------------------------------------
 def check_modulus_bits(bits) -> int:
     """The exponent ``k`` of the modulus ``2**k``: an integer between 2 and 63."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or \
-            not MIN_MODULUS_BITS <= bits <= MAX_MODULUS_BITS:
-        raise ValueError(f"modulus_bits must be an integer between {MIN_MODULUS_BITS} and "
-                         f"{MAX_MODULUS_BITS} (the modulus is 2**modulus_bits), got {bits!r}")
-    return int(bits)
+    return check_int("modulus_bits", bits, low=MIN_MODULUS_BITS, high=MAX_MODULUS_BITS)
 
 
 def _mask_of(bits: int) -> np.uint64:
@@ -116,13 +113,10 @@ class Quantizer:
 
     def __post_init__(self):
         check_modulus_bits(self.modulus_bits)
-        if isinstance(self.value_bits, bool) or not isinstance(self.value_bits, (int, np.integer)) \
-                or not 2 <= self.value_bits < self.modulus_bits:
-            raise ValueError(f"value_bits must be an integer with 2 <= value_bits < modulus_bits "
-                             f"({self.modulus_bits}), got {self.value_bits!r}")
-        if not isinstance(self.clip, (int, float, np.integer, np.floating)) or \
-                not np.isfinite(self.clip) or not self.clip > 0:
-            raise ValueError(f"clip must be a positive finite number, got {self.clip!r}")
+        if check_int("value_bits", self.value_bits, low=2) >= self.modulus_bits:
+            raise ValueError(f"value_bits must be less than modulus_bits ({self.modulus_bits}), "
+                             f"got {self.value_bits!r}")
+        check_positive("clip", self.clip)
 
     @property
     def levels(self) -> int:
@@ -140,7 +134,8 @@ class Quantizer:
         return ((1 << (self.modulus_bits - 1)) - 1) // self.levels
 
     def check_summands(self, n: int) -> None:
-        if n > self.max_summands:
+        """A ValueError if ``n`` full-size values could overflow the modulus when summed."""
+        if check_int("n", n, low=0) > self.max_summands:
             raise ValueError(
                 f"{n} clients would overflow the modulus 2**{self.modulus_bits}: with value_bits="
                 f"{self.value_bits} at most {self.max_summands} values can be summed exactly; "
@@ -177,11 +172,11 @@ def shamir_share(secret: int, num_shares: int, threshold: int,
     """Split ``secret`` (0 <= secret < PRIME) into ``num_shares`` points ``(x, f(x))`` of a random
     polynomial ``f`` of degree ``threshold - 1`` with ``f(0) = secret``: any ``threshold`` shares
     rebuild it, fewer say nothing about it."""
-    if not 0 <= int(secret) < PRIME:
+    if not is_int(secret) or not 0 <= secret < PRIME:
         raise ValueError(f"secret must be an integer in [0, 2**127 - 1), got {secret!r}")
-    if not 1 <= threshold <= num_shares:
-        raise ValueError(f"need 1 <= threshold <= num_shares, got threshold={threshold}, "
-                         f"num_shares={num_shares}")
+    num_shares = check_int("num_shares", num_shares, low=1)
+    if check_int("threshold", threshold, low=1) > num_shares:
+        raise ValueError(f"threshold must be at most num_shares ({num_shares}), got {threshold}")
     coefficients = [int(secret)] + [_random_below(rng, PRIME) for _ in range(threshold - 1)]
     shares = []
     for x in range(1, num_shares + 1):
@@ -198,7 +193,8 @@ def shamir_reconstruct(shares: Iterable[tuple[int, int]]) -> int:
     shares = list(shares)
     xs = [x for x, _ in shares]
     if not shares or len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
-        raise ValueError("need at least one share, with distinct x values in [1, PRIME)")
+        raise ValueError(f"shares must be at least one (x, y) pair, with distinct x in "
+                         f"[1, 2**127 - 1), got x values {xs}")
     secret = 0
     for i, (xi, yi) in enumerate(shares):
         num, den = 1, 1
@@ -225,21 +221,31 @@ class SecureAggregation:
     Diffie-Hellman secret ``a_u`` and publishes ``g**a_u mod p``; draws a self-mask seed
     ``b_u``; and gives every client one Shamir share of ``a_u`` and of ``b_u`` (threshold
     ``threshold``, by default a majority). Then :meth:`masked_input` is what client ``u``
-    sends, and :meth:`unmask_sum` is the server's last step, with the survivors' help."""
+    sends, and :meth:`unmask_sum` is the server's last step, with the survivors' help.
+
+    >>> import numpy as np
+    >>> protocol = SecureAggregation(num_clients=3, length=2, modulus_bits=8, seed=0)
+    >>> vectors = [np.array([1, 2]), np.array([10, 20]), np.array([100, 0])]
+    >>> masked = {u: protocol.masked_input(u, v) for u, v in enumerate(vectors)}
+    >>> any(np.array_equal(masked[u], vectors[u]) for u in masked)   # each one looks random
+    False
+    >>> protocol.unmask_sum(masked).tolist()                           # the sum is exact
+    [111, 22]
+    >>> del masked[2]                                                  # client 2 drops out
+    >>> protocol.unmask_sum(masked).tolist()                           # still the survivors' sum
+    [11, 22]
+    """
 
     def __init__(self, num_clients: int, length: int, modulus_bits: int = 32,
                  threshold: int | None = None, seed: int = 0):
-        if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 2:
-            raise ValueError(f"secure aggregation needs at least 2 clients, got {num_clients!r}")
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
-            raise ValueError(f"length must be a positive integer, got {length!r}")
-        self.n, self.length = int(num_clients), int(length)
+        self.n = check_int("num_clients", num_clients, low=2)  # secure aggregation needs 2
+        self.length = check_int("length", length, low=1)
         self.bits = check_modulus_bits(modulus_bits)
-        self.threshold = self.n // 2 + 1 if threshold is None else threshold
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, np.integer)) \
-                or not 1 <= self.threshold <= self.n:
-            raise ValueError(f"threshold must be an integer in [1, {self.n}], got {threshold!r}")
-        rng = np.random.default_rng([int(seed), 8, self.n])
+        threshold = self.n // 2 + 1 if threshold is None else check_int("threshold", threshold, low=1)
+        if threshold > self.n:
+            raise ValueError(f"threshold must be at most num_clients ({self.n}), got {threshold}")
+        self.threshold = threshold
+        rng = np.random.default_rng([check_int("seed", seed, low=0), 8, self.n])
         self._dh_secret = [2 + _random_below(rng, PRIME - 3) for _ in range(self.n)]
         self._self_seed = [_random_below(rng, PRIME) for _ in range(self.n)]
         self.public_keys = [pow(GENERATOR, a, PRIME) for a in self._dh_secret]
@@ -253,16 +259,15 @@ class SecureAggregation:
 
     # -- what the clients compute --------------------------------------------------------------
     def _check_client(self, u) -> int:
-        if isinstance(u, bool) or not isinstance(u, (int, np.integer)) or not 0 <= u < self.n:
-            raise ValueError(f"client id must be an integer in [0, {self.n}), got {u!r}")
-        return int(u)
+        return check_int("client id", u, low=0, high=self.n - 1)
 
     def pair_seed(self, u: int, v: int) -> int:
         """The seed ``u`` and ``v`` agree on: ``(g**a_v)**a_u = (g**a_u)**a_v mod p``; computed
         by ``u`` from its secret and ``v``'s public key."""
         u, v = self._check_client(u), self._check_client(v)
         if u == v:
-            raise ValueError("a client has no pairwise mask with itself")
+            raise ValueError(f"v must differ from u (a client has no pairwise mask with itself), "
+                             f"got u = v = {u}")
         return pow(self.public_keys[v], self._dh_secret[u], PRIME)
 
     def _pair_mask(self, seed: int, u: int, v: int) -> np.ndarray:
@@ -335,14 +340,15 @@ def secure_sum(vectors: Sequence, modulus_bits: int = 32, dropped: Iterable[int]
     in ``dropped`` after masking, unmask. Returns the sum modulo 2**k of the survivors' vectors."""
     vectors = list(vectors)
     if len(vectors) < 2:
-        raise ValueError(f"secure aggregation needs at least 2 clients, got {len(vectors)}")
+        raise ValueError(f"vectors must come from at least 2 clients (secure aggregation needs "
+                         f"2), got {len(vectors)}")
     checked = [check_vector(v, modulus_bits, f"client {i}'s vector") for i, v in enumerate(vectors)]
     lengths = {v.size for v in checked}
     if len(lengths) != 1:
         raise ValueError(f"all clients' vectors must have the same length, got lengths {sorted(lengths)}")
     dropped = set(int(d) for d in dropped)
     if not dropped <= set(range(len(vectors))):
-        raise ValueError(f"dropped clients {sorted(dropped)} must be ids in [0, {len(vectors)})")
+        raise ValueError(f"dropped must be client ids in [0, {len(vectors)}), got {sorted(dropped)}")
     protocol = SecureAggregation(len(vectors), lengths.pop(), modulus_bits, threshold, seed)
     masked = {u: protocol.masked_input(u, v) for u, v in enumerate(checked) if u not in dropped}
     return protocol.unmask_sum(masked, recover_dropped)

@@ -1,4 +1,5 @@
-"""Run TensorFlow Federated work in a Python 3.11 *side environment*, from any Python.
+"""Run TensorFlow Federated work in a Python 3.11 *side environment*, from any Python (notebooks
+00, 04, 06 and 07 run their TFF jobs through :func:`run_job`).
 
 TFF 0.87 (the newest release) needs Python 3.9-3.11 and Keras 2; Colab's default runtime is
 Python 3.13 with Keras 3. A notebook there keeps its own TensorFlow for everything else and hands
@@ -7,7 +8,7 @@ course's pinned stack (``/content/tff-venv`` made by ``colab_setup.sh`` in Colab
 locally)::
 
     from data_utils.sidecar import run_job
-    result = run_job("data_utils.tff_jobs:tff_fedavg_job", {"ROUNDS": 5, "SEED": 0})
+    result = run_job("data_utils.jobs:tff_fedavg_job", {"ROUNDS": 5, "SEED": 0})
 
 A job is a function ``job(params: dict, progress=None) -> dict``. ``params`` arrive as JSON
 values (NumPy arrays are allowed too); each ``progress({...})`` call in the job reaches the
@@ -41,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .env import repo_root
+from .validate import check_choice, check_positive
 
 SIDE_PYTHON_ENV_VAR = "COURSE_SIDE_PYTHON"   # a Python 3.11 interpreter with the course stack
 SIDE_VENV_ENV_VAR = "COURSE_SIDE_VENV"       # or the virtual environment that holds one
@@ -136,6 +138,7 @@ def save_payload(stem: str | os.PathLike, value: Any) -> None:
 
 
 def load_payload(stem: str | os.PathLike) -> Any:
+    """The value :func:`save_payload` wrote to ``<stem>.json`` and ``<stem>.npz``."""
     stem = Path(stem)
     data = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
     with np.load(stem.with_suffix(".npz"), allow_pickle=False) as npz:
@@ -300,7 +303,7 @@ def _resolve(target: str) -> Callable:
     module, name = _check_target(target)
     fn = getattr(importlib.import_module(module), name, None)
     if not callable(fn):
-        raise ValueError(f"{module} has no function {name!r}")
+        raise ValueError(f"target must name a function of {module}, got {target!r}")
     return fn
 
 
@@ -345,14 +348,12 @@ def run_job(target: str, params: dict | None = None, *, mode: str = "auto",
     Raises :class:`SideEnvUnavailable` (no side environment), :class:`SidecarJobError` (the job
     failed; its traceback is in the message) or :class:`SidecarTimeout`. KeyboardInterrupt stops
     the job's whole process group before it propagates."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_choice("mode", mode, MODES)
     _check_target(target)
     params = {} if params is None else params
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict, got {type(params).__name__}")
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    timeout = check_positive("timeout", timeout, allow_none=True)  # seconds
     encode(params)  # fail here, with the path of the bad value, not in the other process
     display = ProgressDisplay(desc or target.split(":")[-1]) if show else None
 

@@ -1,4 +1,5 @@
-"""Feature skew: each client sees its images through its own, slightly different "camera".
+"""Feature skew: each client sees its images through its own, slightly different "camera"
+(notebook 01 shows it, notebook 02 trains on it; their ``FEATURE_SKEW`` parameter).
 
 Label skew (:mod:`data_utils.partition`) changes *which* classes a client holds; feature skew
 changes *how* its images look. Here each client gets a client-specific transformation, seeded:
@@ -18,36 +19,34 @@ from typing import Sequence
 
 import numpy as np
 
+from .validate import check_choice, check_int, check_number, check_positive
+
 FEATURE_SKEWS = ("rotation", "brightness")
 DEFAULT_STRENGTH = {"rotation": 30.0, "brightness": 0.3}
 
 
-def check_feature_skew(kind) -> str | None:
-    """``None`` (no skew) or one of :data:`FEATURE_SKEWS`; anything else is a ValueError."""
+def check_feature_skew(kind, name: str = "FEATURE_SKEW") -> str | None:
+    """``None`` (no skew) or one of :data:`FEATURE_SKEWS`; anything else is a ValueError naming
+    ``name`` (``"none"`` and ``""`` also mean None)."""
     if kind is None or (isinstance(kind, str) and kind.lower() in ("none", "")):
         return None
-    if kind not in FEATURE_SKEWS:
-        raise ValueError(f"unknown feature skew {kind!r}; choose None or one of {', '.join(FEATURE_SKEWS)}")
-    return kind
+    return check_choice(name, kind, (None, *FEATURE_SKEWS))
 
 
 def client_skew_values(num_clients: int, kind: str, seed: int = 0,
                        strength: float | None = None) -> np.ndarray:
     """The per-client parameter: rotation angle in degrees or brightness shift, one per client,
     spread evenly over [-strength, strength] and assigned in a seeded random order."""
-    kind = check_feature_skew(kind)
-    if kind is None:
-        raise ValueError("kind must be 'rotation' or 'brightness' to have per-client values")
-    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
-        raise ValueError(f"num_clients must be a positive integer, got {num_clients!r}")
-    strength = DEFAULT_STRENGTH[kind] if strength is None else strength
-    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating)) or not (
-            np.isfinite(strength) and strength >= 0):
-        raise ValueError(f"strength must be a non-negative number, got {strength!r}")
+    kind = check_choice("kind", kind, FEATURE_SKEWS)  # None has no per-client values
+    num_clients = check_int("num_clients", num_clients, low=1)
+    seed = check_int("seed", seed, low=0)
+    strength = check_positive("strength", DEFAULT_STRENGTH[kind] if strength is None else strength,
+                              allow_zero=True)
     if kind == "brightness" and strength > 1:
-        raise ValueError(f"a brightness shift is at most 1 (pixels are in [0, 1]), got {strength}")
+        raise ValueError(f"strength must be at most 1 for a brightness shift (pixels are in "
+                         f"[0, 1]), got {strength}")
     values = np.linspace(-strength, strength, num_clients) if num_clients > 1 else np.zeros(1)
-    return values[np.random.default_rng([int(seed), 11]).permutation(num_clients)]
+    return values[np.random.default_rng([seed, 11]).permutation(num_clients)]
 
 
 def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
@@ -58,6 +57,7 @@ def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (n, height, width, channels), got {images.shape}")
+    degrees = check_number("degrees", degrees)
     if degrees == 0 or len(images) == 0:
         return images.copy()
     out = ndimage.rotate(images, float(degrees), axes=(2, 1), reshape=False, order=1,
@@ -68,13 +68,13 @@ def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
 def shift_brightness(images: np.ndarray, shift: float) -> np.ndarray:
     """Add ``shift`` to every pixel, clipped to [0, 1]."""
     images = np.asarray(images, dtype=np.float32)
-    return np.clip(images + np.float32(shift), 0.0, 1.0)
+    return np.clip(images + np.float32(check_number("shift", shift)), 0.0, 1.0)
 
 
 def transform(images: np.ndarray, kind: str, value: float) -> np.ndarray:
     """One client's transformation of ``images``: ``rotation`` by ``value`` degrees or
     ``brightness`` shifted by ``value``."""
-    kind = check_feature_skew(kind)
+    kind = check_feature_skew(kind, "kind")
     if kind == "rotation":
         return rotate_images(images, value)
     if kind == "brightness":
@@ -87,7 +87,7 @@ def apply_feature_skew(data, partition, kind, seed: int = 0, strength: float | N
     are transformed client by client (local train and local test), and the per-client values.
     Training images no client holds and the shared test set are unchanged. ``kind=None`` returns
     ``data`` itself and no values."""
-    kind = check_feature_skew(kind)
+    kind = check_feature_skew(kind, "kind")
     if kind is None:
         return data, None
     values = client_skew_values(partition.num_clients, kind, seed, strength)

@@ -72,6 +72,8 @@ def keras_model_fn(model_name: str, input_shape, num_classes: int, element_spec)
 
 
 def element_spec(input_shape):
+    """The type of one batch of a client's dataset: float32 images of ``input_shape`` and int32
+    labels, any batch size (what ``from_keras_model`` needs as ``input_spec``)."""
     import tensorflow as tf
 
     return (tf.TensorSpec(shape=(None, *input_shape), dtype=tf.float32),
@@ -108,6 +110,7 @@ def set_state_weights(process, state, weights: Weights):
 
 
 def state_weights(process, state) -> Weights:
+    """The global model's weights in a TFF server ``state``, as a Keras-ordered list of arrays."""
     return [np.asarray(w) for w in process.get_model_weights(state).trainable]
 
 

@@ -139,9 +139,11 @@ class Trainer:
 
     @property
     def lr(self) -> float:
+        """The learning rate the trainer was built with (schedules start from it)."""
         return self.spec[4]
 
     def set_learning_rate(self, lr: float) -> None:
+        """Use ``lr`` from the next step on (a per-round client schedule, notebook 04)."""
         self.optimizer.learning_rate.assign(check_positive("lr (learning rate)", lr))
 
     def reset(self, weights: Sequence[np.ndarray]) -> None:
@@ -154,6 +156,7 @@ class Trainer:
         self.optimizer.learning_rate.assign(lr)
 
     def weights(self) -> list[np.ndarray]:
+        """A copy of the model's current weights."""
         return [np.array(w) for w in self.model.get_weights()]
 
     # -- epochs over arrays (baseline, local models) ---------------------------------------------

@@ -1,8 +1,8 @@
 """Checks for parameters, with one kind of message: ``NAME must be <what is allowed>, got <value>``.
 
-Every notebook parameter and every public helper's argument goes through these, so a bad value
-fails before any work, with a ``ValueError`` that names the parameter, the value given and what
-is allowed. Booleans are never accepted as numbers (``True`` is an ``int`` in Python).
+The parameters of every notebook and the arguments of every public helper go through these, so a
+bad value fails before any work, with a ``ValueError`` that names the parameter, the value given
+and what is allowed. Booleans are never accepted as numbers (``True`` is an ``int`` in Python).
 
     >>> check_int("ROUNDS", 3, low=1)
     3
@@ -24,8 +24,14 @@ def is_int(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    """A finite real number (int or float, Python or NumPy), and not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number (int or float, Python or NumPy), and not a bool. An int too large
+    for a float (beyond about 1.8e308) does not count: it would be infinite as a float."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _range_text(low, high, low_open: bool, high_open: bool) -> str:
@@ -94,7 +100,7 @@ def check_choice(name: str, value: Any, choices: Iterable, allow_none: bool = Fa
         return None
     try:
         ok = value in choices
-    except TypeError:  # an unhashable or incomparable value
+    except (TypeError, ValueError):  # an incomparable value (a NumPy array: ambiguous truth)
         ok = False
     if not ok:
         _fail(name, "one of " + ", ".join(repr(c) for c in choices), value, allow_none)

@@ -1,6 +1,8 @@
-"""data_utils.evaluation: training-cost accounting, table rows, per-client gains, Raj 2020's binary
-task, sentences built from numbers, reuse of saved FedAvg runs; and notebook 05's table against
-the numbers notebooks 02 and 04 stored for the same parameters."""
+"""Notebook 05's helpers: training-cost accounting (data_utils.cost), table rows and per-client
+gains (data_utils.report), Raj 2020's binary task (data_utils.binary_task), findings computed
+from the results (data_utils.findings), the heterogeneity experiments (data_utils.heterogeneity),
+reuse of saved FedAvg runs (data_utils.runs); and notebook 05's table against the numbers
+notebooks 02 and 04 stored for the same parameters."""
 import importlib.util
 import json
 import time
@@ -11,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_utils import evaluation as ev
+from data_utils import binary_task, cost, findings, heterogeneity, report, runs
 from data_utils.clients import num_sampled, sample_clients
 from data_utils.fedavg import FedAvgConfig, save_fedavg_run
 
@@ -20,42 +22,42 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ---- training cost ---------------------------------------------------------------------------------
 def test_raw_example_bytes_is_uint8_pixels_plus_a_label_byte():
-    assert ev.raw_example_bytes((28, 28, 1)) == 785
-    assert ev.raw_example_bytes((32, 32, 3)) == 3073
+    assert cost.raw_example_bytes((28, 28, 1)) == 785
+    assert cost.raw_example_bytes((32, 32, 3)) == 3073
     with pytest.raises(ValueError, match="input_shape"):
-        ev.raw_example_bytes((28, 0, 1))
+        cost.raw_example_bytes((28, 0, 1))
 
 
 def test_centralized_local_and_one_shot_costs_by_hand():
-    c = ev.centralized_cost([100, 200], 2, (28, 28, 1))
+    c = cost.centralized_cost([100, 200], 2, (28, 28, 1))
     assert c == {"examples_processed": 600, "rounds": 0, "upload_bytes_per_client": 150 * 785.0,
                  "upload_bytes_max": 200 * 785}
-    assert ev.local_cost(100, 3) == {"examples_processed": 300, "rounds": 0, "upload_bytes_per_client": 0.0,
+    assert cost.local_cost(100, 3) == {"examples_processed": 300, "rounds": 0, "upload_bytes_per_client": 0.0,
                                      "upload_bytes_max": 0}
-    o = ev.one_shot_cost([100, 200, 300], 2, 4000)
+    o = cost.one_shot_cost([100, 200, 300], 2, 4000)
     assert o == {"examples_processed": 1200, "rounds": 1, "upload_bytes_per_client": 4000.0, "upload_bytes_max": 4000}
 
 
 def test_fedavg_cost_by_hand():
-    cost = ev.fedavg_cost([[0, 1], [1, 2]], [10, 20, 30], local_epochs=2, model_bytes=100)
+    spent = cost.fedavg_cost([[0, 1], [1, 2]], [10, 20, 30], local_epochs=2, model_bytes=100)
     # client 0 once, client 1 twice, client 2 once
-    assert cost["examples_processed"] == 2 * (10 + 20 + 20 + 30)
-    assert cost["rounds"] == 2
-    assert cost["upload_bytes_per_client"] == pytest.approx((100 + 200 + 100) / 3)
-    assert cost["upload_bytes_max"] == 200
-    assert ev.fedavg_cost([], [10], 1, 100)["examples_processed"] == 0
+    assert spent["examples_processed"] == 2 * (10 + 20 + 20 + 30)
+    assert spent["rounds"] == 2
+    assert spent["upload_bytes_per_client"] == pytest.approx((100 + 200 + 100) / 3)
+    assert spent["upload_bytes_max"] == 200
+    assert cost.fedavg_cost([], [10], 1, 100)["examples_processed"] == 0
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: ev.fedavg_cost([[0, 3]], [1, 2, 3], 1, 10), "outside 0..2"),
-    (lambda: ev.fedavg_cost([[1, 1]], [1, 2, 3], 1, 10), "twice"),
-    (lambda: ev.fedavg_cost([[0]], [1, 2, 3], 0, 10), "local_epochs"),
-    (lambda: ev.fedavg_cost([[0]], [1, 2, 3], 1, 0), "model_bytes"),
-    (lambda: ev.centralized_cost([5, -1], 1, (2, 2, 1)), "non-negative"),
-    (lambda: ev.centralized_cost([], 1, (2, 2, 1)), "non-empty"),
-    (lambda: ev.centralized_cost([5], 1.5, (2, 2, 1)), "epochs"),
-    (lambda: ev.local_cost(-3, 1), "client_size"),
-    (lambda: ev.one_shot_cost([3], 1, -5), "model_bytes"),
+    (lambda: cost.fedavg_cost([[0, 3]], [1, 2, 3], 1, 10), "outside 0..2"),
+    (lambda: cost.fedavg_cost([[1, 1]], [1, 2, 3], 1, 10), "twice"),
+    (lambda: cost.fedavg_cost([[0]], [1, 2, 3], 0, 10), "local_epochs"),
+    (lambda: cost.fedavg_cost([[0]], [1, 2, 3], 1, 0), "model_bytes"),
+    (lambda: cost.centralized_cost([5, -1], 1, (2, 2, 1)), "non-negative"),
+    (lambda: cost.centralized_cost([], 1, (2, 2, 1)), "non-empty"),
+    (lambda: cost.centralized_cost([5], 1.5, (2, 2, 1)), "epochs"),
+    (lambda: cost.local_cost(-3, 1), "client_size"),
+    (lambda: cost.one_shot_cost([3], 1, -5), "model_bytes"),
 ])
 def test_costs_reject_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
@@ -71,21 +73,21 @@ def test_fedavg_cost_matches_the_clients_fedavg_samples(sizes, rounds, per_round
     n = len(sizes)
     m = num_sampled(n, clients_per_round=min(per_round, n))
     sampled = [sample_clients(n, m, r, seed).tolist() for r in range(1, rounds + 1)]
-    cost = ev.fedavg_cost(sampled, sizes, epochs, 4)
-    assert cost["examples_processed"] == epochs * sum(sum(sizes[c] for c in s) for s in sampled)
-    assert cost["rounds"] == rounds
-    assert cost["upload_bytes_per_client"] * n == pytest.approx(4 * m * rounds)
-    assert cost["upload_bytes_max"] <= 4 * rounds
+    spent = cost.fedavg_cost(sampled, sizes, epochs, 4)
+    assert spent["examples_processed"] == epochs * sum(sum(sizes[c] for c in s) for s in sampled)
+    assert spent["rounds"] == rounds
+    assert spent["upload_bytes_per_client"] * n == pytest.approx(4 * m * rounds)
+    assert spent["upload_bytes_max"] <= 4 * rounds
 
 
 def test_human_bytes():
-    assert ev.human_bytes(999) == "999 B"
-    assert ev.human_bytes(1000) == "1.00 kB"
-    assert ev.human_bytes(217_640) == "217.64 kB"
-    assert ev.human_bytes(4.2e9) == "4.20 GB"
-    assert ev.human_bytes(None) == "-"
+    assert cost.human_bytes(999) == "999 B"
+    assert cost.human_bytes(1000) == "1.00 kB"
+    assert cost.human_bytes(217_640) == "217.64 kB"
+    assert cost.human_bytes(4.2e9) == "4.20 GB"
+    assert cost.human_bytes(None) == "-"
     with pytest.raises(ValueError):
-        ev.human_bytes(-1)
+        cost.human_bytes(-1)
 
 
 # ---- table rows --------------------------------------------------------------------------------
@@ -93,25 +95,25 @@ M = {"accuracy": 0.8, "precision": 0.7, "recall": 0.6, "f1": 0.65}
 
 
 def test_model_row_and_unavailable_row():
-    row = ev.model_row("baseline", "baseline", M, ev.local_cost(10, 1), client=3)
+    row = report.model_row("baseline", "baseline", M, cost.local_cost(10, 1), client=3)
     assert row["accuracy"] == 0.8 and row["examples_processed"] == 10 and row["client"] == 3 and row["available"]
     with pytest.raises(ValueError, match="lack"):
-        ev.model_row("x", "local", {"accuracy": 0.5})
-    na = ev.unavailable_row("FedAvg, TFF", "fedavg_tff", "TFF cannot run here")
+        report.model_row("x", "local", {"accuracy": 0.5})
+    na = report.unavailable_row("FedAvg, TFF", "fedavg_tff", "TFF cannot run here")
     assert na["accuracy"] is None and na["f1"] is None and not na["available"] and "TFF" in na["note"]
 
 
 def test_mean_row_averages_metrics_and_reports_the_spread():
-    rows = [ev.model_row(f"c{i}", "local", {**M, "accuracy": a}, ev.local_cost(n, 2))
+    rows = [report.model_row(f"c{i}", "local", {**M, "accuracy": a}, cost.local_cost(n, 2))
             for i, (a, n) in enumerate([(0.5, 10), (0.7, 20), (0.9, 30)])]
-    rows.append(ev.unavailable_row("broken", "local", "no data"))
-    mean = ev.mean_row("mean", rows)
+    rows.append(report.unavailable_row("broken", "local", "no data"))
+    mean = report.mean_row("mean", rows)
     assert mean["accuracy"] == pytest.approx(0.7) and mean["precision"] == pytest.approx(0.7)
     assert mean["accuracy_std"] == pytest.approx(np.std([0.5, 0.7, 0.9]))
     assert (mean["accuracy_min"], mean["accuracy_median"], mean["accuracy_max"]) == pytest.approx((0.5, 0.7, 0.9))
     assert mean["examples_processed"] == 40 and mean["count"] == 3
     with pytest.raises(ValueError):
-        ev.mean_row("mean", [ev.unavailable_row("x", "local", "none")])
+        report.mean_row("mean", [report.unavailable_row("x", "local", "none")])
 
 
 def _run_course_module():
@@ -122,13 +124,14 @@ def _run_course_module():
 
 
 def test_summary_rows_drop_single_clients_and_make_course_prints_them(capsys):
-    table = [ev.model_row("centralized baseline", "baseline", M),
-             ev.model_row("local-only: client 0", "local", M),
-             ev.model_row("local-only: mean of 1", "local_mean", M),
-             ev.unavailable_row("FedAvg, TFF (3 rounds)", "fedavg_tff", "no TFF")]
-    summary = ev.summary_rows(table)
+    table = [report.model_row("centralized baseline", "baseline", M),
+             report.model_row("local-only: client 0", "local", M),
+             report.model_row("local-only: mean of 1", "local_mean", M),
+             report.unavailable_row("FedAvg, TFF (3 rounds)", "fedavg_tff", "no TFF")]
+    summary = report.summary_rows(table)
     assert [r["model"] for r in summary] == ["centralized baseline", "local-only: mean of 1", "FedAvg, TFF (3 rounds)"]
     assert summary[-1]["accuracy"] is None
+    assert report.summary_rows({r["model"]: r for r in table}) == summary  # rows keyed by name
     _run_course_module().print_course_table(json.loads(json.dumps({"summary_table": summary})))
     out = capsys.readouterr().out
     assert "centralized baseline" in out and "0.8000" in out and "0.6500" in out
@@ -137,13 +140,13 @@ def test_summary_rows_drop_single_clients_and_make_course_prints_them(capsys):
 
 # ---- per-client gains -----------------------------------------------------------------------------
 def test_per_client_gains_by_hand():
-    g = ev.per_client_gains([0.9, 0.5, None, 0.7], [0.8, 0.6, None, 0.7])
+    g = report.per_client_gains([0.9, 0.5, None, 0.7], [0.8, 0.6, None, 0.7])
     assert g["gains"][0] == pytest.approx(0.1) and g["gains"][1] == pytest.approx(-0.1)
     assert g["gains"][2] is None and g["gains"][3] == 0.0
     assert (g["gainers"], g["losers"], g["ties"], g["clients"]) == ([0], [1], [3], [0, 1, 3])
     assert (g["worst_client"], g["best_client"], g["biggest_loser"], g["biggest_gainer"]) == (1, 0, 1, 0)
     assert g["federated"]["median"] == pytest.approx(0.7)
-    wide = ev.per_client_gains([0.9, 0.5, 0.7], [0.8, 0.6, 0.7], tolerance=0.15)
+    wide = report.per_client_gains([0.9, 0.5, 0.7], [0.8, 0.6, 0.7], tolerance=0.15)
     assert wide["gainers"] == [] and wide["losers"] == [] and wide["ties"] == [0, 1, 2]
 
 
@@ -155,7 +158,7 @@ def test_per_client_gains_by_hand():
 ])
 def test_per_client_gains_rejects_bad_input(fed, local, message):
     with pytest.raises(ValueError, match=message):
-        ev.per_client_gains(fed, local)
+        report.per_client_gains(fed, local)
 
 
 @settings(max_examples=80, deadline=None)
@@ -163,7 +166,7 @@ def test_per_client_gains_rejects_bad_input(fed, local, message):
        st.floats(0, 0.2))
 def test_per_client_gains_properties(pairs, tol):
     fed, local = [p[0] for p in pairs], [p[1] for p in pairs]
-    g = ev.per_client_gains(fed, local, tolerance=tol)
+    g = report.per_client_gains(fed, local, tolerance=tol)
     assert sorted(g["gainers"] + g["losers"] + g["ties"]) == list(range(len(pairs)))
     assert g["gain"]["min"] <= g["gain"]["median"] <= g["gain"]["max"]
     assert all(g["gains"][c] > tol for c in g["gainers"]) and all(g["gains"][c] < -tol for c in g["losers"])
@@ -178,7 +181,7 @@ def _labels(seed=0):
 
 def test_make_binary_task_is_balanced_disjoint_and_seeded():
     y_train, y_test = _labels()
-    task = ev.make_binary_task(y_train, y_test, (1, 3), num_clients=10, per_client=198,
+    task = binary_task.make_binary_task(y_train, y_test, (1, 3), num_clients=10, per_client=198,
                                test_sizes=(206, 207), seed=4, class_names=list("abcd"))
     assert task.class_names == ("b", "d") and len(task.clients) == 10
     for idx in task.clients:
@@ -191,8 +194,8 @@ def test_make_binary_task_is_balanced_disjoint_and_seeded():
     assert np.array_equal(task.labels(y_test[task.test]), (y_test[task.test] == 3).astype(int))
     with pytest.raises(ValueError, match="outside"):
         task.labels(np.array([0, 1]))
-    same = ev.make_binary_task(y_train, y_test, (1, 3), per_client=198, test_sizes=(206, 207), seed=4)
-    other = ev.make_binary_task(y_train, y_test, (1, 3), per_client=198, test_sizes=(206, 207), seed=5)
+    same = binary_task.make_binary_task(y_train, y_test, (1, 3), per_client=198, test_sizes=(206, 207), seed=4)
+    other = binary_task.make_binary_task(y_train, y_test, (1, 3), per_client=198, test_sizes=(206, 207), seed=5)
     assert all(np.array_equal(a, b) for a, b in zip(task.clients, same.clients))
     assert not all(np.array_equal(a, b) for a, b in zip(task.clients, other.clients))
 
@@ -211,11 +214,11 @@ def test_make_binary_task_rejects_bad_input(kwargs, message):
     y_train, y_test = _labels()
     args = {"classes": (0, 1), **kwargs}
     with pytest.raises(ValueError, match=message):
-        ev.make_binary_task(y_train, y_test, **args)
+        binary_task.make_binary_task(y_train, y_test, **args)
 
 
 def test_binary_scores_by_hand():
-    s = ev.binary_scores([0, 0, 1, 1, 1], [0, 1, 1, 1, 0])
+    s = binary_task.binary_scores([0, 0, 1, 1, 1], [0, 1, 1, 1, 0])
     assert s["accuracy"] == pytest.approx(0.6)
     assert s["precision_pos"] == pytest.approx(2 / 3) and s["recall_pos"] == pytest.approx(2 / 3)
     # class 0: precision 1/2, recall 1/2; class 1: 2/3, 2/3
@@ -223,78 +226,180 @@ def test_binary_scores_by_hand():
 
 
 def test_raj_2020_numbers_are_the_papers():
-    p = ev.RAJ_2020
+    p = binary_task.RAJ_2020
     assert p["centralized"]["accuracy"] == 0.9417 and p["averaged"]["accuracy"] == 0.9348
     assert len(p["submodel_accuracy"]) == p["num_clients"] == 10
     assert p["per_client"] == 198 and sum(p["test_sizes"]) == 1013
-    assert ev.BINARY_CLASSES["fashion_mnist"] == (0, 6)  # T-shirt/top vs Shirt
+    assert binary_task.BINARY_CLASSES["fashion_mnist"] == (0, 6)  # T-shirt/top vs Shirt
 
 
 # ---- sentences from numbers ---------------------------------------------------------------------
 def test_compare_and_relation():
-    assert ev.compare("A", 0.8812, "B", 0.9005) == "A (0.8812) is 1.93 points below B (0.9005)"
-    assert ev.compare("A", 0.95, "B", 0.90) == "A (0.9500) is 5.00 points above B (0.9000)"
-    assert ev.compare("A", 0.901, "B", 0.90) == ("A (0.9010) is on par with B (0.9000): +0.10 points, within the "
+    assert findings.compare("A", 0.8812, "B", 0.9005) == "A (0.8812) is 1.93 points below B (0.9005)"
+    assert findings.compare("A", 0.95, "B", 0.90) == "A (0.9500) is 5.00 points above B (0.9000)"
+    assert findings.compare("A", 0.901, "B", 0.90) == ("A (0.9010) is on par with B (0.9000): +0.10 points, within the "
                                                  "0.5-point tolerance")
-    assert ev.relation(0.9, 0.8) == "above" and ev.relation(0.8, 0.9) == "below" and ev.relation(0.8, 0.803) == "on par"
+    assert findings.relation(0.9, 0.8) == "above" and findings.relation(0.8, 0.9) == "below" and findings.relation(0.8, 0.803) == "on par"
     with pytest.raises(ValueError):
-        ev.compare("A", 1, "B", 1, tolerance=-1)
+        findings.compare("A", 1, "B", 1, tolerance=-1)
 
 
 def test_order_sentence_says_when_the_order_breaks():
-    text, held = ev.order_sentence({"a": 0.9, "b": 0.8, "c": 0.5}, ["a", "b", "c"], "acc")
+    text, held = findings.order_sentence({"a": 0.9, "b": 0.8, "c": 0.5}, ["a", "b", "c"], "acc")
     assert held and "expected order" in text and "a 0.9000" in text
-    text, held = ev.order_sentence({"a": 0.7, "b": 0.8, "c": 0.5}, ["a", "b", "c"], "acc")
+    text, held = findings.order_sentence({"a": 0.7, "b": 0.8, "c": 0.5}, ["a", "b", "c"], "acc")
     assert not held and "NOT the expected order" in text and "b > a > c" in text
-    _, held = ev.order_sentence({"a": 0.799, "b": 0.8}, ["a", "b"], "acc", tolerance=0.005)
+    _, held = findings.order_sentence({"a": 0.799, "b": 0.8}, ["a", "b"], "acc", tolerance=0.005)
     assert held
     with pytest.raises(ValueError, match="no value"):
-        ev.order_sentence({"a": 1}, ["a", "b"], "acc")
+        findings.order_sentence({"a": 1}, ["a", "b"], "acc")
 
 
-def _facts(**changes):
-    f = {"baseline": 0.90, "fed_name": "FedAvg, TFF", "fed": 0.88, "fed_rounds": 20, "fed_upload": 2_176_400.0,
+FED = "FedAvg, TFF (20 rounds)"
+CLAIMS = ["fed_vs_baseline", "fed_vs_local", "who_gains", "one_shot_vs_fedavg", "sequential_vs_weighted",
+          "heterogeneity_order", "binary_vs_paper"]
+
+
+def _results(**changes):
+    """Notebook 05's results by name, as conclusions() reads them; ``changes`` override the
+    numbers (flat names, as the notebook's old facts dict had them)."""
+    f = {"baseline": 0.90, "fed": 0.88, "fed_rounds": 20, "fed_upload": 2_176_400.0,
          "central_upload": 4_239_000.0, "local_mean": 0.84, "local_min": 0.83, "local_max": 0.85,
-         "uniform": 0.70, "weighted": 0.71, "sequential": 0.60, "gainers": [0, 1, 2], "losers": [],
-         "scored_clients": 3, "gain_min": 0.01, "gain_median": 0.03, "gain_max": 0.05,
+         "uniform": 0.70, "weighted": 0.71, "sequential": 0.60,
+         "own_federated": [0.81, 0.83, 0.85], "own_local": [0.80, 0.80, 0.80],
          "hetero": {"IID": 0.85, "Dirichlet(0.5)": 0.83, "Dirichlet(0.1)": 0.70, "pathological (2 classes)": 0.60},
-         "hetero_order": ["IID", "Dirichlet(0.5)", "Dirichlet(0.1)"], "hetero_central": 0.87,
-         "binary": {"central": 0.84, "averaged": 0.80, "local_mean": 0.79},
-         "paper": {"central": 0.9417, "averaged": 0.9348}, "smoke": False}
+         "hetero_central": 0.87,
+         "binary": {"central": 0.84, "averaged": 0.80, "local_mean": 0.79}, "smoke": False}
     f.update(changes)
-    return f
+
+    def row(name, kind, acc, upload=None, rounds=0, **extra):
+        spent = {"examples_processed": 100, "rounds": rounds, "upload_bytes_per_client": upload,
+                 "upload_bytes_max": upload}
+        return report.model_row(name, kind, {**M, "accuracy": acc}, spent, **extra)
+
+    rows = [row("centralized baseline", "baseline", f["baseline"], f["central_upload"]),
+            row("local-only: mean of 3", "local_mean", f["local_mean"], 0,
+                accuracy_min=f["local_min"], accuracy_max=f["local_max"]),
+            row("one-shot: uniform mean", "one_shot", f["uniform"], 1000, 1, method="uniform mean"),
+            row("one-shot: example-weighted mean", "one_shot", f["weighted"], 1000, 1,
+                method="example-weighted mean"),
+            row("one-shot: sequential k=0.5 (Raj 2020)", "one_shot", f["sequential"], 1000, 1,
+                method="sequential k=0.5"),
+            row("FedAvg, hand-written (20 rounds)", "fedavg_manual", 0.5, f["fed_upload"], f["fed_rounds"],
+                method="FedAvg, hand-written"),
+            row(FED, "fedavg_tff", f["fed"], f["fed_upload"], f["fed_rounds"], method="FedAvg, TFF")]
+    b = f["binary"]
+    gains = None if f["own_federated"] is None else report.per_client_gains(f["own_federated"], f["own_local"])
+    return {"table": {r["model"]: r for r in rows}, "federated": FED, "gains": gains,
+            "heterogeneity": f["hetero"], "heterogeneity_central": f["hetero_central"],
+            "heterogeneity_order": heterogeneity.EXPECTED_ORDER,
+            "binary": {"centralized": {"accuracy": b["central"]},
+                       "averaged, sequential k=0.5": {"accuracy": b["averaged"]},
+                       "submodel_mean": {"accuracy": b["local_mean"]}},
+            "paper": binary_task.RAJ_2020, "smoke": f["smoke"]}
 
 
-def test_what_we_learned_quotes_the_numbers():
-    lessons = ev.what_we_learned(_facts())
-    text = "\n".join(lessons)
-    assert "0.8800" in lessons[0] and "2.00 points below the centralized baseline (0.9000)" in lessons[0]
-    assert "2.18 MB" in lessons[0] and "4.24 MB" in lessons[0]
-    assert "every client gains by joining" in lessons[1]
-    assert "3 of 3 clients gain" in lessons[2] and "no client would have been better off alone" in lessons[2]
-    assert "the example-weighted mean does best: it (0.7100) is 17.00 points below 20-round FedAvg" in lessons[3]
-    assert "not a substitute" in lessons[3]
-    assert "the expected order" in lessons[5] and "NOT" not in lessons[5]
-    assert "the worst partition, pathological (2 classes), ends 27.00 points below it" in lessons[5]
-    assert "0.69 points below its centralized one" in lessons[6]
-    assert "4.00 points below our centralized one" in lessons[6]
-    assert "beats the mean submodel" in lessons[6]
-    assert "smoke" not in text
+def _conclude(**changes) -> dict:
+    out = findings.conclusions(**_results(**changes))
+    assert len(findings.by_claim(out)) == len(out)  # one finding per claim
+    return findings.by_claim(out)
 
 
-def test_what_we_learned_changes_when_the_numbers_contradict_the_claims():
-    lessons = ev.what_we_learned(_facts(
-        fed=0.80, losers=[1], gainers=[0, 2], uniform=0.95, local_max=0.87,
+def test_conclusions_read_the_numbers():
+    found = _conclude()
+    assert list(found) == CLAIMS  # the order the notebook prints them in; no smoke_run
+    fb = found["fed_vs_baseline"]
+    assert fb.relation == "below" and fb.held is None
+    assert fb.numbers["federated"] == 0.88 and fb.numbers["baseline"] == 0.90 and fb.numbers["rounds"] == 20
+    assert (fb.numbers["federated_upload_bytes"], fb.numbers["centralized_upload_bytes"]) == (2_176_400.0, 4_239_000.0)
+    assert "FedAvg, TFF after 20 rounds (0.8800) is 2.00 points below the centralized baseline (0.9000)" in fb.sentence
+    assert "2.18 MB" in fb.sentence and "4.24 MB" in fb.sentence
+    fl = found["fed_vs_local"]
+    assert fl.relation == "above" and fl.held is True and fl.numbers["above_best_client"] is True
+    assert fl.numbers["local_max"] == 0.85 and "every client gains by joining" in fl.sentence
+    wg = found["who_gains"]
+    assert wg.held is True and wg.numbers["gainers"] == [0, 1, 2] and wg.numbers["losers"] == []
+    assert wg.numbers["clients"] == 3
+    assert (wg.numbers["gain_min"], wg.numbers["gain_median"], wg.numbers["gain_max"]) == pytest.approx((0.01, 0.03, 0.05))
+    assert "no client would have been better off alone" in wg.sentence
+    os_ = found["one_shot_vs_fedavg"]
+    assert os_.relation == "below" and os_.held is True and os_.numbers["best"] == "example-weighted mean"
+    assert os_.numbers["example-weighted mean"] - os_.numbers["federated"] == pytest.approx(-0.17)
+    assert "the example-weighted mean does best: it (0.7100) is 17.00 points below 20-round FedAvg" in os_.sentence
+    assert "not a substitute" in os_.sentence
+    sw = found["sequential_vs_weighted"]
+    assert sw.relation == "below" and sw.held is None
+    assert (sw.numbers["sequential"], sw.numbers["weighted"]) == (0.60, 0.71)
+    het = found["heterogeneity_order"]
+    assert het.held is True and het.numbers["order"][:3] == list(heterogeneity.EXPECTED_ORDER)
+    assert het.numbers["worst"] == "pathological (2 classes)" and het.relation == "below"
+    assert het.numbers["worst_vs_centralized_points"] == pytest.approx(-27.0)
+    assert "NOT" not in het.sentence
+    bp = found["binary_vs_paper"]
+    assert bp.numbers["paper_relation"] == "below"
+    assert (bp.numbers["paper_averaged"] - bp.numbers["paper_centralized"]) * 100 == pytest.approx(-0.69)
+    assert bp.relation == "below" and (bp.numbers["averaged"] - bp.numbers["centralized"]) * 100 == pytest.approx(-4.0)
+    assert bp.held is True and bp.numbers["submodel_mean"] == 0.79
+    assert "0.69 points below its centralized one" in bp.sentence and "4.00 points below our centralized one" in bp.sentence
+    assert all("smoke" not in f.sentence for f in found.values())
+    json.dumps([f.as_dict() for f in found.values()])  # plain JSON for the results file
+
+
+def test_conclusions_flag_a_run_that_contradicts_the_claims():
+    found = _conclude(
+        fed=0.80, own_federated=[0.81, 0.78, 0.85], uniform=0.95, local_max=0.87,
         hetero={"IID": 0.70, "Dirichlet(0.5)": 0.83, "Dirichlet(0.1)": 0.72, "pathological (2 classes)": 0.6},
-        binary={"central": 0.84, "averaged": 0.85, "local_mean": 0.86}, smoke=True))
-    assert "WORSE than training alone" in lessons[1]
-    assert "2 of 3 clients gain" in lessons[2] and "client(s) 1" in lessons[2]
-    assert "one round of averaging finished models was enough" in lessons[3]
-    assert "NOT the expected order" in lessons[5]
-    assert "1.00 points above our centralized one" in lessons[6] and "does NOT beat the mean submodel" in lessons[6]
-    assert "smoke run" in lessons[-1]
-    partly = ev.what_we_learned(_facts(local_max=0.90))
-    assert "the best single client (0.9000) did better" in partly[1]
+        binary={"central": 0.84, "averaged": 0.85, "local_mean": 0.86}, smoke=True)
+    assert list(found) == [*CLAIMS, "smoke_run"]
+    fl = found["fed_vs_local"]
+    assert fl.relation == "below" and fl.held is False and "WORSE than training alone" in fl.sentence
+    wg = found["who_gains"]
+    assert wg.held is False and wg.numbers["gainers"] == [0, 2] and wg.numbers["losers"] == [1]
+    assert "client(s) 1" in wg.sentence
+    os_ = found["one_shot_vs_fedavg"]
+    assert os_.held is False and os_.relation == "above" and os_.numbers["best"] == "uniform mean"
+    assert "one round of averaging finished models was enough" in os_.sentence
+    het = found["heterogeneity_order"]
+    assert het.held is False and het.numbers["order"][:3] == ["Dirichlet(0.5)", "Dirichlet(0.1)", "IID"]
+    assert "NOT the expected order" in het.sentence
+    bp = found["binary_vs_paper"]
+    assert bp.relation == "above" and (bp.numbers["averaged"] - bp.numbers["centralized"]) * 100 == pytest.approx(1.0)
+    assert bp.held is False and "does NOT beat the mean submodel" in bp.sentence
+    assert "smoke run" in found["smoke_run"].sentence
+    partly = _conclude(local_max=0.90)["fed_vs_local"]
+    assert partly.relation == "above" and partly.held is True and partly.numbers["above_best_client"] is False
+    assert "the best single client (0.9000) did better" in partly.sentence
+    on_par = _conclude(fed=0.842)["fed_vs_local"]
+    assert on_par.relation == "on par" and on_par.held is False
+
+
+def test_conclusions_without_local_test_splits():
+    found = _conclude(own_federated=None)
+    wg = found["who_gains"]
+    assert wg.held is None and wg.numbers == {} and "cannot say who gains" in wg.sentence
+    assert list(found) == list(_conclude())
+
+
+def test_conclusions_need_the_rows_they_read():
+    results = _results()
+    with pytest.raises(ValueError, match="no row named"):
+        findings.conclusions(**dict(results, federated="FedAvg, TFF (3 rounds)"))
+    table = dict(results["table"])
+    table[FED] = report.unavailable_row(FED, "fedavg_tff", "no TFF")
+    with pytest.raises(ValueError, match="has no numbers"):
+        findings.conclusions(**dict(results, table=table))
+    no_mean = {k: r for k, r in results["table"].items() if r["kind"] != "local_mean"}
+    with pytest.raises(ValueError, match="local_mean"):
+        findings.conclusions(**dict(results, table=no_mean))
+    no_method = {k: dict(r, method=None) if r["kind"] == "one_shot" else r for k, r in results["table"].items()}
+    with pytest.raises(ValueError, match="one-shot"):
+        findings.conclusions(**dict(results, table=no_method))
+    with pytest.raises(ValueError, match="paper"):
+        findings.conclusions(**dict(results, paper=None))
+    with pytest.raises(ValueError, match="heterogeneity_order"):
+        findings.conclusions(**dict(results, heterogeneity_order=()))
+    # what is not given is left out, not guessed
+    assert [f.claim for f in findings.conclusions(results["table"], FED)] == CLAIMS[:5]
 
 
 # ---- heterogeneity experiments and saved runs ----------------------------------------------------
@@ -302,17 +407,17 @@ def test_heterogeneity_experiments_keep_the_experiment_and_cut_the_data():
     from data_utils.experiment import Experiment
 
     exp = Experiment.from_params(smoke=True, num_clients=7, seed=3)
-    variants = dict(ev.heterogeneity_experiments(exp, train_examples=1500))
-    assert list(variants) == [s["label"] for s in ev.HETEROGENEITY_SCHEMES]
+    variants = dict(heterogeneity.heterogeneity_experiments(exp, train_examples=1500))
+    assert list(variants) == [s["label"] for s in heterogeneity.HETEROGENEITY_SCHEMES]
     assert variants["Dirichlet(0.1)"].alpha == 0.1 and variants["Dirichlet(0.1)"].partition == "dirichlet"
     assert variants["pathological (2 classes)"].classes_per_client == 2
     assert all(e.train_limit == 1500 and e.num_clients == 7 and e.seed == 3 for e in variants.values())
-    assert dict(ev.heterogeneity_experiments(exp))["IID"].train_limit == exp.train_limit
+    assert dict(heterogeneity.heterogeneity_experiments(exp))["IID"].train_limit == exp.train_limit
     full = Experiment()
-    assert dict(ev.heterogeneity_experiments(full, train_examples=12000))["IID"].train_limit == 12000
-    assert dict(ev.heterogeneity_experiments(full))["IID"].train_limit is None
+    assert dict(heterogeneity.heterogeneity_experiments(full, train_examples=12000))["IID"].train_limit == 12000
+    assert dict(heterogeneity.heterogeneity_experiments(full))["IID"].train_limit is None
     with pytest.raises(ValueError, match="train_examples"):
-        ev.heterogeneity_experiments(exp, train_examples=0)
+        heterogeneity.heterogeneity_experiments(exp, train_examples=0)
 
 
 @pytest.fixture
@@ -328,7 +433,7 @@ def test_get_tff_fedavg_reuses_a_matching_run_and_says_when_tff_is_missing(artif
 
     params = {"NUM_CLIENTS": 3, "SEED": 5, "SMOKE": True, "ROUNDS": 2}
     monkeypatch.setattr(sidecar, "tff_available_here", lambda: False)
-    weights, history, status = ev.get_tff_fedavg(params, log=lambda s: None)
+    weights, history, status = runs.get_tff_fedavg(params, log=lambda s: None)
     assert weights is None and history is None
     assert status.startswith("not available") and "notebook 04" in status
 
@@ -337,11 +442,11 @@ def test_get_tff_fedavg_reuses_a_matching_run_and_says_when_tff_is_missing(artif
     rows = [{"round": r, "clients": [0, 1, 2], "num_examples": 30, "seconds": 0.1, "test_accuracy": 0.5}
             for r in (1, 2)]
     save_fedavg_run("fedavg_tff", exp.as_dict(), cfg, saved, rows)
-    weights, history, status = ev.get_tff_fedavg(params, log=lambda s: None)
+    weights, history, status = runs.get_tff_fedavg(params, log=lambda s: None)
     assert status == "reused" and history == rows
     assert all(np.array_equal(a, b) for a, b in zip(weights, saved))
     # other FedAvg settings: not reused
-    weights, _, status = ev.get_tff_fedavg(dict(params, CLIENT_LR=0.3), log=lambda s: None)
+    weights, _, status = runs.get_tff_fedavg(dict(params, CLIENT_LR=0.3), log=lambda s: None)
     assert weights is None and status.startswith("not available")
 
 
@@ -353,8 +458,8 @@ def test_get_manual_fedavg_trains_once_then_reuses(artifacts):
     data = load_data(exp)
     part = get_partition(exp, data, log=lambda s: None)
     init = initial_weights(exp, data, log=lambda s: None)
-    w1, h1, s1 = ev.get_manual_fedavg(exp, cfg, data, part, init, log=lambda s: None, progress=False)
-    w2, h2, s2 = ev.get_manual_fedavg(exp, cfg, data, part, init, log=lambda s: None, progress=False)
+    w1, h1, s1 = runs.get_manual_fedavg(exp, cfg, data, part, init, log=lambda s: None, progress=False)
+    w2, h2, s2 = runs.get_manual_fedavg(exp, cfg, data, part, init, log=lambda s: None, progress=False)
     assert (s1, s2) == ("trained", "reused")
     assert h1[0]["clients"] == h2[0]["clients"] == [0, 1, 2]
     assert h1[0]["test_accuracy"] == pytest.approx(h2[0]["test_accuracy"])
@@ -367,16 +472,17 @@ def test_get_binary_models_trains_from_one_start_and_reuses(artifacts):
     from data_utils.training import training_config
 
     data = load_data(Experiment.from_params(smoke=True, seed=1))
-    task = ev.make_binary_task(data.y_train, data.y_test, (0, 6), num_clients=2, per_client=20,
+    task = binary_task.make_binary_task(data.y_train, data.y_test, (0, 6), num_clients=2, per_client=20,
                                test_sizes=(10, 10), seed=1)
     cfg = training_config(True, epochs=1, batch_size=10)
     logs = []
-    models = ev.get_binary_models(task, data, "cnn_small", 1, cfg, log=logs.append, progress=False)
-    again = ev.get_binary_models(task, data, "cnn_small", 1, cfg, log=logs.append, progress=False)
-    assert len(models) == 3 and models[0][-1].shape == (2,)
+    models = binary_task.get_binary_models(task, data, "cnn_small", 1, cfg, log=logs.append, progress=False)
+    again = binary_task.get_binary_models(task, data, "cnn_small", 1, cfg, log=logs.append, progress=False)
+    assert list(models) == ["centralized", "client 0", "client 1"] == list(again)
+    assert models["centralized"][-1].shape == (2,)
     assert "computing" in logs[0] and "reused" in logs[1]
-    assert all(np.array_equal(a, b) for m, n in zip(models, again) for a, b in zip(m, n))
-    assert not np.array_equal(models[1][0], models[2][0])  # two clients, two different models
+    assert all(np.array_equal(a, b) for name in models for a, b in zip(models[name], again[name]))
+    assert not np.array_equal(models["client 0"][0], models["client 1"][0])  # two clients, two different models
 
 
 # ---- notebook 05 against notebooks 02 and 04 ----------------------------------------------------
@@ -497,22 +603,14 @@ def test_notebook_05_plots_draw_and_check_their_input():
     plt.close("all")
 
 
-def test_what_we_learned_without_local_test_splits():
-    f = _facts()
-    for key in ("gainers", "losers", "scored_clients", "gain_min", "gain_median", "gain_max"):
-        f.pop(key)
-    lessons = ev.what_we_learned(f)
-    assert "cannot say who gains" in lessons[2] and len(lessons) == len(ev.what_we_learned(_facts()))
-
-
 def test_tail_mean():
-    assert ev.tail_mean([0.1, 0.5, 0.6, 0.7]) == pytest.approx(0.6)
-    assert ev.tail_mean([0.1, 0.5], last=3) == pytest.approx(0.3)
-    assert ev.tail_mean([0.4], last=1) == 0.4
+    assert report.tail_mean([0.1, 0.5, 0.6, 0.7]) == pytest.approx(0.6)
+    assert report.tail_mean([0.1, 0.5], last=3) == pytest.approx(0.3)
+    assert report.tail_mean([0.4], last=1) == 0.4
     with pytest.raises(ValueError, match="empty"):
-        ev.tail_mean([])
+        report.tail_mean([])
     with pytest.raises(ValueError, match="last"):
-        ev.tail_mean([0.1], last=0)
+        report.tail_mean([0.1], last=0)
 
 
 @pytest.mark.parametrize("notebook_fails", [False, True])
@@ -525,15 +623,15 @@ def test_make_course_ends_with_this_runs_table(tmp_path, monkeypatch, capsys, no
 
     run_course = _run_course_module()
     results = tmp_path / "results"
-    stale = [ev.model_row("stale model", "baseline", M)]
-    write_results("05_evaluation", {"summary_table": ev.summary_rows(stale)}, results)
-    fresh = [ev.model_row("centralized baseline", "baseline", {**M, "accuracy": 0.9123, "f1": 0.9111}),
-             ev.unavailable_row("FedAvg, TFF (3 rounds)", "fedavg_tff", "no TFF")]
+    stale = [report.model_row("stale model", "baseline", M)]
+    write_results("05_evaluation", {"summary_table": report.summary_rows(stale)}, results)
+    fresh = [report.model_row("centralized baseline", "baseline", {**M, "accuracy": 0.9123, "f1": 0.9111}),
+             report.unavailable_row("FedAvg, TFF (3 rounds)", "fedavg_tff", "no TFF")]
 
     def fake_execute(nb, out, parameters, **kwargs):
         if notebook_fails:
             raise RuntimeError("a cell failed")
-        write_results(Path(nb).stem, {"summary_table": ev.summary_rows(fresh), "smoke": True},
+        write_results(Path(nb).stem, {"summary_table": report.summary_rows(fresh), "smoke": True},
                       parameters["RESULTS_DIR"])
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)

@@ -103,3 +103,14 @@ def test_every_module_names_the_notebooks_that_teach_it(module):
 def test_every_public_helper_has_a_docstring(module):
     missing = [n.name for n in public_functions(module) if not ast.get_docstring(n)]
     assert not missing, f"{module}: no docstring on {missing}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_docstring_examples_run(module):
+    """Every example in a module's docstrings is run and gives what it shows."""
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"data_utils.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {module} failed"

@@ -211,7 +211,8 @@ def test_bad_classes_per_client(cpc):
 
 
 def test_unknown_scheme_names_the_allowed_ones():
-    with pytest.raises(ValueError, match="iid, dirichlet, pathological, quantity"):
+    with pytest.raises(ValueError, match="scheme must be one of 'iid', 'dirichlet', 'pathological', "
+                                         "'quantity', got 'shards'"):
         P.make_partition(LABELS, "shards", 5)
 
 
@@ -236,3 +237,20 @@ def test_bad_labels_and_fraction():
         P.make_partition(LABELS, "iid", 2, local_test_fraction=1.0)
     with pytest.raises(ValueError, match="seed"):
         P.partition_iid(LABELS, 2, seed=-1)
+
+
+def test_combination_rules_say_name_limit_and_value():
+    """Limits that depend on the data (examples, classes) are phrased like every other check:
+    the parameter, what is allowed (and why), the value given."""
+    with pytest.raises(ValueError,
+                       match=r"num_clients must be at most the number of examples \(1000\), got 1001"):
+        P.partition_iid(LABELS, 1001)
+    with pytest.raises(ValueError, match=r"min_size must be at most 100 .*, got 101"):
+        P.partition_quantity(LABELS, 10, min_size=101)
+    with pytest.raises(ValueError,
+                       match=r"classes_per_client must be at most the number of classes \(10\), got 11"):
+        P.partition_pathological(LABELS, 5, 11)
+    with pytest.raises(ValueError, match="alpha must be a positive finite number, got nan"):
+        P.partition_dirichlet(LABELS, 5, float("nan"))
+    with pytest.raises(ValueError, match="split must be one of 'train', 'test', got 'tset'"):
+        P.make_partition(LABELS, "iid", 2).label_counts(LABELS, split="tset")

@@ -64,7 +64,8 @@ def test_noise_for_epsilon_inverts_dp_epsilon(target):
 @pytest.mark.parametrize("call,match", [
     (lambda: dp_epsilon(-1.0, 10, 100, 5, 1e-5), "noise_multiplier"),
     (lambda: dp_epsilon(1.0, 0, 100, 5, 1e-5), "clients_per_round"),
-    (lambda: dp_epsilon(1.0, 200, 100, 5, 1e-5), "cannot exceed"),
+    (lambda: dp_epsilon(1.0, 200, 100, 5, 1e-5),
+     r"clients_per_round must be at most num_clients \(100\), got 200"),
     (lambda: dp_epsilon(1.0, 10, 100, -1, 1e-5), "rounds"),
     (lambda: dp_epsilon(1.0, 10, 100, 5, 1.5), "delta"),
     (lambda: dp_epsilon(1.0, 10, 100, 5, 0.0), "delta"),

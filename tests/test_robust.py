@@ -88,7 +88,7 @@ def test_make_aggregator_by_name():
     for name in AGGREGATORS:
         out = make_aggregator(name)(ds, np.ones(5))
         assert [o.shape for o in out] == [(4, 3), (3,)]
-    with pytest.raises(ValueError, match="unknown aggregator 'mode'"):
+    with pytest.raises(ValueError, match="aggregator must be one of 'mean', .*, got 'mode'"):
         make_aggregator("mode")
     with pytest.raises(ValueError, match="takes options"):
         make_aggregator("median", trim_fraction=0.1)
@@ -151,7 +151,7 @@ def test_flip_labels_and_dropped_clients():
     assert len(drop) == 3 and drop <= set(range(10))
     assert drop == dropped_clients(sampled, 0.3, round_num=2, seed=0)
     assert dropped_clients(sampled, 0.0, 1, 0) == set()
-    with pytest.raises(ValueError, match="drop fraction"):
+    with pytest.raises(ValueError, match=r"fraction must be a finite number in \[0, 1\], got 1.5"):
         dropped_clients(sampled, 1.5, 1, 0)
 
 

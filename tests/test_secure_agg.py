@@ -138,7 +138,7 @@ def test_flatten_unflatten_round_trip():
 # ---- bad input -------------------------------------------------------------------------------
 @pytest.mark.parametrize("bits", [0, 1, 64, 100, 2.5, "32", True, None])
 def test_bad_modulus_is_a_value_error(bits):
-    with pytest.raises(ValueError, match="modulus_bits must be an integer between 2 and 63"):
+    with pytest.raises(ValueError, match=r"modulus_bits must be an integer in \[2, 63\], got "):
         check_modulus_bits(bits)
     with pytest.raises(ValueError, match="modulus_bits"):
         secure_sum([np.zeros(3, np.uint64)] * 3, bits)
@@ -176,7 +176,7 @@ def test_bad_quantizer_and_protocol_settings_are_value_errors():
         Quantizer(clip=1.0).encode([np.inf])
     with pytest.raises(ValueError, match="overflow the modulus"):
         Quantizer(clip=1.0, value_bits=16, modulus_bits=20).check_summands(100)
-    with pytest.raises(ValueError, match="at least 2 clients"):
+    with pytest.raises(ValueError, match="num_clients must be an integer >= 2, got 1"):
         SecureAggregation(1, 5)
     with pytest.raises(ValueError, match="threshold"):
         SecureAggregation(3, 5, threshold=4)
@@ -194,3 +194,16 @@ def test_bad_quantizer_and_protocol_settings_are_value_errors():
         shamir_share(PRIME, 3, 2, np.random.default_rng(0))
     with pytest.raises(ValueError, match="threshold"):
         shamir_share(5, 3, 4, np.random.default_rng(0))
+
+
+def test_combination_rules_say_name_limit_and_value():
+    with pytest.raises(ValueError, match=r"threshold must be at most num_clients \(3\), got 4"):
+        SecureAggregation(3, 5, threshold=4)
+    with pytest.raises(ValueError, match=r"threshold must be at most num_shares \(3\), got 4"):
+        shamir_share(5, 3, 4, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"value_bits must be less than modulus_bits \(32\), got 32"):
+        Quantizer(clip=1.0, value_bits=32, modulus_bits=32)
+    with pytest.raises(ValueError, match=r"client id must be an integer in \[0, 2\], got True"):
+        SecureAggregation(3, 5).mask(True)
+    with pytest.raises(ValueError, match="v must differ from u"):
+        SecureAggregation(3, 5).pair_seed(1, 1)
