@@ -61,8 +61,8 @@ def dp_epsilon(noise_multiplier: float, clients_per_round: int, num_clients: int
     ``accountant="rdp"`` (Renyi DP, the usual choice, a valid upper bound) or ``"pld"``
     (privacy loss distributions, tighter, Poisson sampling only). Returns ``inf`` with no noise.
 
-    >>> round(dp_epsilon(1.0, clients_per_round=10, num_clients=100, rounds=50, delta=1e-5), 2)
-    5.88
+    >>> round(dp_epsilon(1.0, clients_per_round=10, num_clients=100, rounds=50, delta=1e-5), 1)
+    5.9
     >>> round(dp_epsilon(2.0, 10, 100, 50, 1e-5), 2)      # twice the noise: far less spent
     1.84
     >>> round(dp_epsilon(1.0, 100, 100, 50, 1e-5), 2)     # every client every round: no amplification
