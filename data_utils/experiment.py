@@ -33,6 +33,7 @@ from .datasets import CLASS_NAMES, DATASETS, TRAIN_SIZES, ImageDataset, load_dat
 from .fedavg import FedAvgConfig
 from .models import MODELS
 from .partition import SCHEMES, Partition, load_or_make_partition
+from .robust import AGGREGATORS
 from .secure_agg import MAX_MODULUS_BITS, MIN_MODULUS_BITS, Quantizer
 from .skew import FEATURE_SKEWS
 from .training import LR_SCHEDULES, OPTIMIZERS
@@ -217,9 +218,8 @@ def parse_params(params: dict, own: dict | None = None) -> tuple[Experiment, Fed
 # its own (a function ``check(name, value) -> value``), or by both (a pair: the notebook allows
 # less than FedAvg in general). Then each notebook's rules check how the parameters combine.
 EXPERIMENT, FEDAVG = "experiment", "fedavg"
-# Notebook 07's aggregators: data_utils.robust.AGGREGATORS and TFF's robust_aggregator (robust
-# itself is not imported here: it imports TFF's module, which imports this one).
-ROBUST_AGGREGATORS = ("mean", "median", "trimmed_mean", "norm_clip", "norm_zero", "tff_robust")
+# Notebook 07's aggregators: data_utils.robust's and TFF's robust_aggregator.
+ROBUST_AGGREGATORS = AGGREGATORS + ("tff_robust",)
 
 
 def _int(low=None, high=None, none=False):

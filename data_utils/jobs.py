@@ -54,14 +54,18 @@ class JobSetup:
 
 
 def setup(params: Mapping, own: Mapping | None = None, partition: str = "saved",
-          log: Callable[[str], None] | None = None) -> JobSetup:
+          log: Callable[[str], None] | None = None,
+          check_own: Callable[[dict], None] | None = None) -> JobSetup:
     """Check ``params`` (:func:`~data_utils.experiment.parse_params`, with the job's ``own``
-    parameters and their defaults), seed everything, load the data and the initial weights.
+    parameters and their defaults; then ``check_own(opts)``, the job's own checks, before any
+    data is loaded), seed everything, load the data and the initial weights.
     ``partition="saved"``: the course's saved partition when it matches (else recreated and
     saved, :func:`~data_utils.experiment.get_partition`); ``"fresh"``: made from the same seed
     and not saved (a job whose clients are not the course's, such as DP's population)."""
     check_choice("partition", partition, ("saved", "fresh"))
     exp, cfg, opts = parse_params(dict(params), own)
+    if check_own is not None:
+        check_own(opts)
     say = log or (lambda msg: None)
     set_seed(exp.seed)
     data = load_data(exp)
@@ -290,13 +294,16 @@ def dp_fedavg_job(params: dict, progress=None) -> dict:
     from .privacy import build_dp_fedavg, dp_model_aggregator
     from .tff_fedavg import run_tff_fedavg, set_state_weights
 
-    own = {"NOISE_MULTIPLIERS": [0.0, 1.0], "DP_CLIP": 0.5}
-    exp, cfg, opts = parse_params(params, own)  # checked before any data is loaded
-    zs = check_list("NOISE_MULTIPLIERS", opts["NOISE_MULTIPLIERS"],
-                    lambda name, z: check_positive(name, z, allow_zero=True))
-    clip = check_positive("DP_CLIP", opts["DP_CLIP"], allow_none=True)
-    job = setup(params, own, partition="fresh")
-    data, clients, w0 = job.data, job.clients, job.initial_weights
+    def check_own(opts):
+        check_list("NOISE_MULTIPLIERS", opts["NOISE_MULTIPLIERS"],
+                   lambda name, z: check_positive(name, z, allow_zero=True))
+        check_positive("DP_CLIP", opts["DP_CLIP"], allow_none=True)
+
+    job = setup(params, {"NOISE_MULTIPLIERS": [0.0, 1.0], "DP_CLIP": 0.5}, partition="fresh",
+                check_own=check_own)
+    exp, cfg, data, clients, w0 = job.exp, job.cfg, job.data, job.clients, job.initial_weights
+    zs = [float(z) for z in job.opts["NOISE_MULTIPLIERS"]]
+    clip = None if job.opts["DP_CLIP"] is None else float(job.opts["DP_CLIP"])
     m = cfg.clients_per_round or exp.num_clients
     evaluate = job.evaluator()
     runs, done = [], 0
@@ -351,9 +358,10 @@ def fedavg_under_attack_job(params: dict, progress=None) -> dict:
 
     own_defaults = {"AGGREGATOR": "mean", "AGGREGATOR_OPTIONS": {}, "MALICIOUS": [], "ATTACK": None,
                     "BOOST": 10.0, "DROP_FRACTION": 0.0}
-    exp, cfg, own = parse_params(params, own_defaults)  # checked before any data is loaded
-    name = check_choice("AGGREGATOR", own["AGGREGATOR"], AGGREGATORS + ("tff_robust",))
-    job = setup(params, own_defaults)
+    job = setup(params, own_defaults, check_own=lambda opts: check_choice(
+        "AGGREGATOR", opts["AGGREGATOR"], AGGREGATORS + ("tff_robust",)))
+    exp, cfg, own = job.exp, job.cfg, job.opts
+    name = own["AGGREGATOR"]
     data, clients, w0 = job.data, job.clients, job.initial_weights
     hook = None
     if name == "tff_robust":
