@@ -229,6 +229,39 @@ def check_runtime(needs_tff: bool = True, setup_code: int | None = None,
     return info
 
 
+def setup_notebook(course_dir, needs_tff: bool = True) -> RuntimeInfo:
+    """What every notebook's setup cell does once the course is on ``sys.path``.
+
+    In Colab's own kernel (``google.colab`` loaded; never under Jupyter, papermill or nbval):
+    run ``colab_setup.sh`` (it installs what this notebook needs, streaming its output here),
+    then restart the kernel if an install replaced a package it has loaded (exit code 3: Colab
+    starts a fresh kernel, and the learner runs all again), stop with a clear error if this
+    runtime cannot run the course (exit code 1), and work from the course's ``notebooks/``
+    folder. Everywhere: :func:`check_runtime` prints what this runtime is and how the notebook
+    runs here; its facts are returned."""
+    import subprocess
+
+    course_dir = Path(course_dir)
+    setup_code = None
+    if "google.colab" in sys.modules:
+        loaded = ",".join(sorted({m.split(".")[0] for m in sys.modules}))
+        setup = subprocess.Popen(
+            ["bash", str(course_dir / "colab_setup.sh")], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, COURSE_PYTHON=sys.executable, COURSE_NEEDS_TFF=str(int(needs_tff)),
+                     **{LOADED_MODULES_ENV_VAR: loaded}))
+        for line in setup.stdout:
+            print(line, end="")
+        setup_code = setup.wait()
+        if setup_code == RESTART_EXIT_CODE:  # an install replaced a package this kernel has loaded
+            print("Restarting the runtime to load the new packages. Then: Runtime -> Run all.", flush=True)
+            os.kill(os.getpid(), 9)  # Colab starts a fresh kernel; the setup cell then finds all in place
+        if setup_code == 1:
+            raise RuntimeError("This Colab runtime cannot run the course: follow the message above.")
+        os.chdir(course_dir / "notebooks")
+    return check_runtime(needs_tff=needs_tff, setup_code=setup_code)
+
+
 def load_tensorboard_extension(ipython=None) -> bool:
     """``%load_ext tensorboard`` when it works; otherwise print :func:`message`
     ("tensorboard_missing") and return False, so the notebook goes on without it."""

@@ -71,14 +71,14 @@ def label_heatmap(counts, class_names=None, title: str | None = None, ax=None, a
     counts = np.asarray(counts)
     if counts.ndim != 2:
         raise ValueError(f"counts must be a (clients x classes) matrix, got shape {counts.shape}")
-    fig, ax = _axes(ax, (0.7 * counts.shape[1] + 2.5, 0.35 * counts.shape[0] + 1.8))
+    fig, ax = _axes(ax, (min(11, 0.8 * counts.shape[1] + 2.5), 0.4 * counts.shape[0] + 1.8))
     image = ax.imshow(counts, aspect="auto", cmap="viridis")
     ax.set_xlabel("class")
     ax.set_ylabel("client")
     ax.set_xticks(np.arange(counts.shape[1]))
     ax.set_xticklabels(class_names if class_names is not None else range(counts.shape[1]),
                        rotation=45 if class_names is not None else 0, ha="right" if class_names is not None else "center",
-                       fontsize=8)
+                       fontsize=9)
     step = max(1, counts.shape[0] // 20)
     ax.set_yticks(np.arange(0, counts.shape[0], step))
     if annotate is None:
@@ -86,7 +86,7 @@ def label_heatmap(counts, class_names=None, title: str | None = None, ax=None, a
     if annotate:
         high = counts.max() if counts.size else 0
         for (r, c), v in np.ndenumerate(counts):
-            ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=6,
+            ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=8,
                     color="black" if v > 0.6 * high else "white")
     fig.colorbar(image, ax=ax, label="examples")
     ax.set_title(title or "label counts per client")
@@ -165,8 +165,9 @@ def confusion_matrices(matrices, titles, class_names=None, normalize: bool = Fal
     matrices = [np.asarray(m) for m in matrices]
     if len(matrices) != len(titles):
         raise ValueError(f"titles must hold one title per matrix ({len(matrices)}), got {len(titles)}")
-    k = matrices[0].shape[0]
-    fig, axes = plt.subplots(1, len(matrices), figsize=(0.55 * k * len(matrices) + 1.5, 0.55 * k + 1.6),
+    k, n = matrices[0].shape[0], len(matrices)
+    scale = min(1.0, 11 / ((0.5 * k + 1.3) * n))   # at most 11 inches wide: Colab's width
+    fig, axes = plt.subplots(1, n, figsize=((0.5 * k + 1.3) * n * scale, (0.5 * k + 1.6) * scale),
                              squeeze=False)
     labels = class_names if class_names is not None else [str(i) for i in range(k)]
     for ax, cm, name in zip(axes.ravel(), matrices, titles):
@@ -176,11 +177,11 @@ def confusion_matrices(matrices, titles, class_names=None, normalize: bool = Fal
         for (r, c), v in np.ndenumerate(shown):
             if cm[r, c]:
                 ax.text(c, r, f"{v:.2f}" if normalize else str(int(v)), ha="center", va="center",
-                        fontsize=6, color="white" if v > 0.6 * high else "black")
+                        fontsize=9 if k <= 10 else 7, color="white" if v > 0.6 * high else "black")
         ax.set_xticks(np.arange(k))
         ax.set_yticks(np.arange(k))
-        ax.set_xticklabels(labels, rotation=90, fontsize=7)
-        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, rotation=90, fontsize=9)
+        ax.set_yticklabels(labels, fontsize=9)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(name, fontsize=10)

@@ -42,45 +42,18 @@ BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge
 PY311_CLICKS = "Runtime → Change runtime type → Runtime version 2025.07"
 
 SETUP_TEMPLATE = '''\
-# Setup (written by scripts/notebook_header.py from one template: edit it there, not here).
-# In Colab: clone the course at a pinned ref and run colab_setup.sh, which installs what this
-# notebook needs and asks for a restart only when it replaced a package already loaded.
-# Everywhere: put the course on sys.path and check the runtime, with a clear message.
-import os, subprocess, sys
+# Setup: written by scripts/notebook_header.py; what it does is data_utils.colab.setup_notebook.
+import subprocess, sys
 from pathlib import Path
-
-COURSE_REPO, COURSE_REF = "{repo}", "{ref}"  # from course.json
-NEEDS_TFF = {needs_tff}
-SETUP_CODE = None
-if "google.colab" in sys.modules:  # Colab's own kernel only: never Jupyter, papermill or nbval
-    COURSE_DIR = Path("/content") / COURSE_REPO.split("/")[-1]
-    if not (COURSE_DIR / "colab_setup.sh").is_file():
-        url = f"https://github.com/{{COURSE_REPO}}.git"
-        if subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", COURSE_REF,
-                           url, str(COURSE_DIR)]).returncode != 0:
-            raise RuntimeError(f"Could not clone {{url}} at {{COURSE_REF!r}}; check the repository "
-                               "in course.json (scripts/notebook_header.py --repo OWNER/NAME).")
-    setup = subprocess.Popen(
-        ["bash", str(COURSE_DIR / "colab_setup.sh")], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, COURSE_PYTHON=sys.executable, COURSE_NEEDS_TFF=str(int(NEEDS_TFF)),
-                 COURSE_LOADED_MODULES=",".join(sorted({{m.split(".")[0] for m in sys.modules}}))))
-    for line in setup.stdout:
-        print(line, end="")
-    SETUP_CODE = setup.wait()
-    if SETUP_CODE == 3:  # an install replaced a package this kernel has loaded
-        print("Restarting the runtime to load the new packages. Then: Runtime -> Run all.")
-        os.kill(os.getpid(), 9)  # Colab starts a fresh kernel; this cell then finds all in place
-    if SETUP_CODE == 1:
-        raise RuntimeError("This Colab runtime cannot run the course: follow the message above.")
-    os.chdir(COURSE_DIR / "notebooks")
-else:
-    COURSE_DIR = next((p for p in (Path.cwd(), *Path.cwd().parents)
-                       if (p / "data_utils" / "__init__.py").is_file()), Path.cwd())
-if str(COURSE_DIR) not in sys.path:
-    sys.path.insert(0, str(COURSE_DIR))
-from data_utils.colab import check_runtime
-RUNTIME = check_runtime(needs_tff=NEEDS_TFF, setup_code=SETUP_CODE)
+COURSE_REPO, COURSE_REF, NEEDS_TFF = "{repo}", "{ref}", {needs_tff}  # repository: course.json
+CLONE = Path("/content") / COURSE_REPO.split("/")[-1]  # where the course lives in Colab
+if "google.colab" in sys.modules and not (CLONE / "colab_setup.sh").is_file():
+    if subprocess.run(["git", "clone", "-q", "--depth", "1", "-b", COURSE_REF, f"https://github.com/{{COURSE_REPO}}", str(CLONE)]).returncode:
+        raise RuntimeError(f"Could not clone {{COURSE_REPO}} at {{COURSE_REF!r}}: check the repository in course.json.")
+COURSE_DIR = next((p for p in (Path.cwd(), *Path.cwd().parents, CLONE) if (p / "data_utils" / "__init__.py").is_file()), CLONE)
+sys.path.insert(0, str(COURSE_DIR))
+from data_utils.colab import setup_notebook
+RUNTIME = setup_notebook(COURSE_DIR, needs_tff=NEEDS_TFF)  # Colab: install what is missing; everywhere: check the runtime
 '''
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "scripts"))
+import check_notebooks  # noqa: E402
 from data_utils.env import read_results, results_dir  # noqa: E402
 
 
@@ -75,14 +77,26 @@ def summarize(results: dict, limit: int = 8) -> str:
 
 
 def print_course_table(results: dict | None) -> None:
+    """Notebook 05's summary table: accuracy and macro F1 of each model, in the IID setting
+    (``accuracy_iid``, ``f1_iid``) beside the course's main setting (``accuracy``, ``f1``), whose
+    names come from the results' ``summary_settings`` (``{"iid": ..., "main": ...}``)."""
     if not results or not results.get("summary_table"):
         return
-    print("\nCourse summary (notebook 05, this run)")
-    print(f"  {'model':<42} {'accuracy':>9} {'macro F1':>9}")
-    for row in results["summary_table"]:
-        acc, f1 = row.get("accuracy"), row.get("f1")
-        print(f"  {row['model']:<42} {acc:>9.4f} {f1:>9.4f}" if acc is not None and f1 is not None
-              else f"  {row['model']:<42} {'n/a':>9} {'n/a':>9}")
+    rows = results["summary_table"]
+    names = results.get("summary_settings") or {}
+    columns = [("", names.get("main", "this run"))]
+    if any("accuracy_iid" in row for row in rows):
+        columns.insert(0, ("_iid", names.get("iid", "IID")))
+    print("\nCourse summary (notebook 05, this run): test accuracy and macro F1 on the shared test set")
+    print(f"  {'':<42}" + "".join(f" {title[:19]:>19}" for _, title in columns))
+    print(f"  {'model':<42}" + f" {'accuracy':>9} {'macro F1':>9}" * len(columns))
+    for row in rows:
+        cells = ""
+        for key, _ in columns:
+            acc, f1 = row.get(f"accuracy{key}"), row.get(f"f1{key}")
+            cells += (f" {acc:>9.4f} {f1:>9.4f}" if acc is not None and f1 is not None
+                      else f" {'n/a':>9} {'n/a':>9}")
+        print(f"  {row['model']:<42}{cells}")
 
 
 def main(argv=None) -> int:
@@ -125,8 +139,14 @@ def main(argv=None) -> int:
     print(f"\nresults JSON in {results_dir(params.get('RESULTS_DIR'))}; executed notebooks in {out_dir}")
     if "05_evaluation.ipynb" in timings:  # only this run's table, never a stale one
         print_course_table(read_results("05_evaluation", params.get("RESULTS_DIR")))
+    problems = check_notebooks.check([out_dir / name for name in timings], outputs=True)
+    if problems:  # warnings, tracebacks, long lines or cells: what a learner should not read past
+        print(f"\n{len(problems)} problem(s) in the executed notebooks (scripts/check_notebooks.py):")
+        print("\n".join(f"  {p}" for p in problems))
     if failures:
         print(f"\n{len(failures)} notebook(s) failed: {', '.join(failures)}")
+        return 1
+    if problems:
         return 1
     print(f"\nall {len(timings)} notebooks ran in {sum(timings.values()):.0f} s")
     return 0

@@ -3,6 +3,7 @@ artifacts and results folders, so nothing from an earlier notebook is there), wi
 parameters where the notebook takes them. Each run's wall-clock time is printed against the smoke
 goal (`pytest -s` shows it); speed goals are measured, not asserted: a timed assertion fails
 whenever the machine is busy, which says nothing about the notebook."""
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("check_notebooks", ROOT / "scripts" / "check_notebooks.py")
+checks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(checks)
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 # Non-default parameters per notebook (smoke mode is added to all).
@@ -69,3 +73,43 @@ def test_notebook_runs_alone_in_smoke_mode(nb_path, tmp_path, monkeypatch):
     assert results.get("smoke") is True, "the notebook must record that it ran in smoke mode"
     goal = GOALS.get(nb_path.name[:2], 120)
     print(f"{nb_path.name}: {seconds:.0f} s in smoke mode (goal {goal} s)")
+    executed = json.loads((tmp_path / nb_path.name).read_text())
+    problems = checks.output_problems(executed, nb_path.name)
+    assert not problems, "what a learner would have to read past:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_code_cells_are_short(nb_path):
+    """No code cell over 30 lines, the setup cell at most 12 (issue 14)."""
+    problems = checks.source_problems(json.loads(nb_path.read_text()), nb_path.name)
+    assert not problems, "\n".join(problems)
+
+
+def _executed(*outputs, source="x = 1"):
+    return {"cells": [{"cell_type": "code", "source": source, "metadata": {}, "outputs": list(outputs)}]}
+
+
+@pytest.mark.parametrize("output, found", [
+    ({"output_type": "stream", "name": "stderr",
+      "text": "/x/pkg_resources/__init__.py:121: DeprecationWarning: pkg_resources is deprecated\n"}, "warning"),
+    ({"output_type": "stream", "name": "stderr", "text": "WARNING:tensorflow:5 out of the last 5 calls\n"},
+     "warning"),
+    ({"output_type": "stream", "name": "stdout",
+      "text": "Traceback (most recent call last):\n  File \"a.py\", line 1\n"}, "traceback"),
+    ({"output_type": "error", "ename": "ValueError", "evalue": "bad", "traceback": []}, "error output"),
+    ({"output_type": "execute_result", "data": {"text/plain": "x" * 201}, "metadata": {}}, "201 characters"),
+    ({"output_type": "stream", "name": "stdout", "text": "accuracy 0.91\n" + "y" * 200 + "\n"}, None),
+    ({"output_type": "stream", "name": "stderr", "text": "FedAvg: 100%|#####| 3/3 [00:01<00:00]\r"}, None),
+])
+def test_output_checker_finds_what_a_learner_should_not_read(output, found):
+    problems = checks.output_problems(_executed(output), "nb")
+    if found is None:
+        assert problems == []
+    else:
+        assert len(problems) >= 1 and found in problems[0], problems
+
+
+def test_source_checker_counts_cell_lines():
+    long_cell = "\n".join(f"x{i} = {i}" for i in range(31))
+    assert checks.source_problems(_executed(source=long_cell), "nb") == ["nb cell 0: code cell has 31 lines (at most 30)"]
+    assert checks.source_problems(_executed(source=long_cell[:long_cell.rindex("\n")]), "nb") == []
