@@ -1,5 +1,8 @@
-"""Partitioning: properties that must hold for any valid parameters (hypothesis), and the
-ValueErrors for invalid ones."""
+"""Partitioning: properties that must hold for any valid parameters (hypothesis), the
+ValueErrors for invalid ones, and notebook 01's hand-written Dirichlet split against the package's."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -254,3 +257,57 @@ def test_combination_rules_say_name_limit_and_value():
         P.partition_dirichlet(LABELS, 5, float("nan"))
     with pytest.raises(ValueError, match="split must be one of 'train', 'test', got 'tset'"):
         P.make_partition(LABELS, "iid", 2).label_counts(LABELS, split="tset")
+
+
+# ---- notebook 01's Dirichlet split, in plain sight ------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _notebook_dirichlet():
+    """Execute the cells of notebook 01 tagged ``dirichlet-lesson`` (the hand-written Dirichlet
+    split), in order, and return their namespace."""
+    nb_path = ROOT / "notebooks" / "01_data_preparation.ipynb"
+    cells = [c for c in json.loads(nb_path.read_text())["cells"]
+             if "dirichlet-lesson" in c.get("metadata", {}).get("tags", [])]
+    assert cells, "notebook 01 must tag its hand-written Dirichlet split cells dirichlet-lesson"
+    assert all(c["cell_type"] == "code" for c in cells)
+    namespace: dict = {"np": np}  # the notebook imported numpy as np before these cells
+    for cell in cells:
+        exec(compile("".join(cell["source"]), "notebook-01-dirichlet-lesson", "exec"), namespace)
+    return namespace
+
+
+# imbalanced classes (one class rare), so the rounding and the redraws both matter
+_RNG = np.random.default_rng(42)
+LESSON_LABELS = _RNG.choice(10, size=3000, p=[0.02] + [0.98 / 9] * 9).astype(np.int64)
+
+
+@pytest.mark.parametrize("num_clients, alpha, seed, min_size", [
+    (10, 0.5, 0, 10), (5, 0.1, 3, 10), (20, 1.0, 7, 10), (3, 100.0, 1, 10), (1, 0.5, 0, 10),
+    (20, 0.05, 0, 10), (20, 0.1, 1, 10), (40, 0.3, 11, 30), (7, 2.5, 123, 1)])
+def test_notebook_dirichlet_equals_package(num_clients, alpha, seed, min_size):
+    split = _notebook_dirichlet()["dirichlet_split"]
+    ours = split(LESSON_LABELS, num_clients, alpha, seed, min_size=min_size)
+    theirs = P.partition_dirichlet(LESSON_LABELS, num_clients, alpha, seed, min_size)
+    assert same(ours, theirs)
+    check_common(ours, LESSON_LABELS, num_clients, exactly_once=True)
+
+
+def test_notebook_dirichlet_redraws_like_the_package():
+    """The minimum-size rule is exercised: with 20 clients and alpha 0.05 the first draw leaves a
+    client short, so both implementations draw again, identically."""
+    split = _notebook_dirichlet()["dirichlet_split"]
+    first_draw = P.partition_dirichlet(LESSON_LABELS, 20, 0.05, 0, min_size=1)
+    redrawn = P.partition_dirichlet(LESSON_LABELS, 20, 0.05, 0, min_size=10)
+    assert min(len(c) for c in first_draw) < 10 and not same(first_draw, redrawn)
+    assert same(split(LESSON_LABELS, 20, 0.05, 0, min_size=1), first_draw)
+    assert same(split(LESSON_LABELS, 20, 0.05, 0, min_size=10), redrawn)
+    with pytest.raises(ValueError, match="min_size"):
+        split(np.repeat(np.arange(2), 50), 10, 0.01, 0, min_size=10)
+
+
+def test_notebook_dirichlet_on_fashion_mnist_sized_labels():
+    """The notebook's default: 60,000 balanced labels, 10 clients, alpha 0.5, seed 0."""
+    labels = np.repeat(np.arange(10), 6000)
+    split = _notebook_dirichlet()["dirichlet_split"]
+    assert same(split(labels, 10, 0.5, 0), P.partition_dirichlet(labels, 10, 0.5, 0))
