@@ -69,13 +69,14 @@ def _bar(total: int, desc: str, progress: bool):
 
 def get_baseline(exp: Experiment, data: ImageDataset | None = None, partition: Partition | None = None,
                  init=None, log: Callable[[str], None] = print, progress: bool = True,
-                 **train_overrides) -> list[np.ndarray]:
+                 name: str = "baseline", **train_overrides) -> list[np.ndarray]:
     """The centralized baseline: ``exp.model`` trained from the experiment's initial weights on
     the union of all clients' local-train data (the clients' local test splits stay out).
 
     Training hyperparameters are :func:`training_config` for the experiment (smoke defaults when
     ``exp`` is a smoke experiment), changed by ``train_overrides``. Reuses the weights saved in
-    ``build/artifacts/baseline.npz`` when they were made with exactly these inputs."""
+    ``build/artifacts/<name>.npz`` (default ``baseline``) when they were made with exactly these
+    inputs (e.g. ``name="baseline_iid"`` keeps an IID run's baseline beside the main one)."""
     data, partition, init = _inputs(exp, data, partition, init, log)
     cfg = training_config(is_smoke(exp), **train_overrides)
     union = np.sort(np.concatenate(partition.train))
@@ -96,7 +97,7 @@ def get_baseline(exp: Experiment, data: ImageDataset | None = None, partition: P
             if bar is not None:
                 bar.close()
 
-    return cached_weights("baseline", training_params("baseline", exp, data, partition, init, cfg),
+    return cached_weights(name, training_params("baseline", exp, data, partition, init, cfg),
                           compute, log=log)[0]
 
 

@@ -16,6 +16,16 @@ Every model of notebook 05's table gets the same three numbers:
     {'examples_processed': 50, 'rounds': 2, 'upload_bytes_per_client': 600.0, 'upload_bytes_max': 800}
     >>> human_bytes(217_640)
     '217.64 kB'
+
+Over many rounds (:func:`traffic_by_round`): what each client has sent (*up*) and received
+(*down*) after 0, 1, 2, ... rounds, to set against its raw data (:func:`raw_data_bytes`);
+:func:`crossover_round` finds the first round where the first reaches the second.
+
+    >>> t = traffic_by_round([[0], [1], [0, 1]], num_clients=2, model_bytes=100)
+    >>> t["up"][:, 0].tolist(), t["down"][:, 0].tolist()
+    ([0, 100, 100, 200], [100, 200, 200, 300])
+    >>> crossover_round([0, 100, 100, 200], 150)
+    3
 """
 from __future__ import annotations
 
@@ -110,3 +120,52 @@ def human_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+def raw_data_bytes(client_sizes, input_shape) -> np.ndarray:
+    """Each client's raw training data in the dataset's own format (:func:`raw_example_bytes`
+    per example): what it would upload once for the centralized baseline.
+
+        >>> raw_data_bytes([2, 10], (28, 28, 1)).tolist()
+        [1570, 7850]
+    """
+    return _sizes(client_sizes) * raw_example_bytes(input_shape)
+
+
+def traffic_by_round(round_clients: Sequence[Sequence[int]], num_clients: int, model_bytes: int,
+                     final_download: bool = True) -> dict:
+    """Cumulative bytes per client after 0, 1, ..., R rounds of FedAvg (``round_clients[r]``
+    lists the clients of round r+1, e.g. from :func:`data_utils.clients.sample_clients`).
+
+    In a round, each sampled client **downloads** the global model (the broadcast) and
+    **uploads** its trained model: ``model_bytes`` each way. With ``final_download`` every
+    client also downloads the final global model once, to use it (so a client that never took
+    part still receives ``model_bytes``). Returns ``{"rounds": [0..R], "up": (R+1, n) array,
+    "down": (R+1, n) array}``, row r being what each client has exchanged if training stops
+    after round r."""
+    num_clients = check_int("num_clients", num_clients, low=1)
+    model_bytes = check_int("model_bytes", model_bytes, low=1)
+    times = np.zeros((len(round_clients) + 1, num_clients), dtype=np.int64)
+    for r, clients in enumerate(round_clients, start=1):
+        ids = np.asarray(list(clients), dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= num_clients):
+            raise ValueError(f"round {r} names client(s) outside 0..{num_clients - 1}: {ids.tolist()}")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError(f"round {r} names a client twice: {ids.tolist()}")
+        times[r] = times[r - 1]
+        times[r, ids] += 1
+    up = times * model_bytes
+    return {"rounds": np.arange(len(round_clients) + 1), "up": up,
+            "down": up + (model_bytes if final_download else 0)}
+
+
+def crossover_round(cumulative, threshold: float) -> int | None:
+    """The first round (index into ``cumulative``, round 0 first) at which ``cumulative``
+    reaches ``threshold``; None if it never does within the rounds given."""
+    values = np.asarray(cumulative, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"cumulative must be a non-empty 1-D sequence, got shape {values.shape}")
+    if not is_number(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be a non-negative number of bytes, got {threshold!r}")
+    hits = np.flatnonzero(values >= threshold)
+    return int(hits[0]) if hits.size else None

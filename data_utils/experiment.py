@@ -307,13 +307,14 @@ NOTEBOOK_PARAMS: dict[str, dict[str, Any]] = {
            "SECAGG_MODULUS_BITS": _int(MIN_MODULUS_BITS + 1, MAX_MODULUS_BITS), "SECAGG_DROPOUTS": _int(0),
            "DP_NUM_CLIENTS": _int(1), "DP_CLIENTS_PER_ROUND": _int(1), "DP_ROUNDS": _int(1),
            "DP_CLIP": _positive(none=True), "DP_DELTA": _number(0, 1, low_open=True, high_open=True),
-           "NOISE_MULTIPLIERS": _list_of(_number(0))},
+           "NOISE_MULTIPLIERS": _list_of(_number(0)), "DP_RUNS": _int(1, 10), "DP_LAST_ROUNDS": _int(1)},
     "07": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, "TRAIN_LIMIT": EXPERIMENT,
            "ROUNDS": (FEDAVG, _int(1)), "CLIENTS_PER_ROUND": FEDAVG, "LOCAL_EPOCHS": FEDAVG,
            "BATCH_SIZE": FEDAVG, "CLIENT_LR": FEDAVG,
            "DROP_FRACTIONS": _list_of(_number(0, 1, high_open=True)), "NUM_FLIPPERS": _int(0),
            "NUM_ATTACKERS": _int(0), "BOOST": _positive(), "TRIM_FRACTION": _number(0, 0.5, high_open=True),
-           "AGGREGATORS": _list_of(_choice(ROBUST_AGGREGATORS))},
+           "AGGREGATORS": _list_of(_choice(ROBUST_AGGREGATORS)), "BACKDOOR_TARGET": _int(0, 9),
+           "POISON_FRACTION": _number(0, 1, low_open=True)},
 }
 
 
@@ -379,7 +380,8 @@ NOTEBOOK_RULES: dict[str, list[Callable]] = {
     "05": [_hetero_examples, _classes_of_dataset],
     "06": [_at_least("NUM_CLIENTS", 2, "secure aggregation needs two clients"),
            _below("SECAGG_DROPOUTS", "NUM_CLIENTS"), _secagg_fits,
-           _below("DP_CLIENTS_PER_ROUND", "DP_NUM_CLIENTS", or_equal=True), _dp_job],
+           _below("DP_CLIENTS_PER_ROUND", "DP_NUM_CLIENTS", or_equal=True), _dp_job,
+           _below("DP_LAST_ROUNDS", "DP_ROUNDS", or_equal=True)],
     "07": [_below("NUM_FLIPPERS", "NUM_CLIENTS"), _below("NUM_ATTACKERS", "NUM_CLIENTS")],
 }
 

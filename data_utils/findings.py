@@ -1,5 +1,10 @@
 """Conclusions computed from the results, each a sentence and the flags behind it (notebook 05).
 
+Notebook 05 computes its conclusions in its own cells (tagged ``conclusions-lesson``), in plain
+sight, with :func:`compare` for the sentences; this module is the package's version of them,
+and ``tests/test_evaluation.py`` checks that the notebook's cells and :func:`conclusions` agree
+on the same numbers.
+
 :func:`conclusions` reads notebook 05's results by name (the table rows keyed by model name, the
 per-client gains, FedAvg's accuracy by partition, the binary experiment's scores) and returns one
 :class:`Finding` per claim: the sentence the notebook prints, and what a program can check

@@ -4,8 +4,10 @@ FedAvg's promise holds best when clients look alike. :func:`heterogeneity_runs` 
 hand-written FedAvg with one set of settings on one set of training images, partitioned by each
 scheme of :data:`HETEROGENEITY_SCHEMES` (IID, Dirichlet(0.5), Dirichlet(0.1), 2 classes per
 client), plus a centralized model on the same images, the target FedAvg tries to reach.
+:func:`classes_per_round` counts the classes a round's clients hold between them: with few
+clients per round on a skewed split, the split and the sampling are confounded.
 :data:`EXPECTED_ORDER` is the order the course expects their final accuracies in
-(:func:`data_utils.findings.conclusions` checks it).
+(notebook 05's conclusions and :func:`data_utils.findings.conclusions` check it).
 
     >>> from data_utils.experiment import Experiment
     >>> variants = dict(heterogeneity_experiments(Experiment.from_params(smoke=True), train_examples=1500))
@@ -52,16 +54,17 @@ def heterogeneity_experiments(exp, schemes: Sequence[Mapping] = HETEROGENEITY_SC
 
 def heterogeneity_runs(exp, cfg, init, schemes: Sequence[Mapping] = HETEROGENEITY_SCHEMES,
                        train_examples: int | None = None, log: Callable[[str], None] = print,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, prefix: str = "hetero", centralized: bool = True) -> dict:
     """FedAvg (the hand-written loop, proven equal to TFF's) with settings ``cfg`` from ``init``
     on each partition scheme, on the same training images; plus a centralized reference trained
     on the IID scheme's pooled local-train data with the course's default training settings.
 
     Returns ``{"runs": {label: round rows}, "classes_per_client": {label: classes per client},
-    "centralized": {"accuracy", "examples", "training"}, "train_examples": n}``. Every run is
-    saved (artifacts ``hetero_<i>``, ``hetero_baseline``) and reused when its inputs match.
-    Partitions are made with :func:`data_utils.partition.make_partition` (notebook 01's saved
-    partition is left alone)."""
+    "label_counts": {label: clients x classes counts}, "centralized": {"accuracy", "examples",
+    "training"}, "train_examples": n}``. Every run is saved (artifacts ``<prefix>_<i>``,
+    ``hetero_baseline``) and reused when its inputs match; ``centralized=False`` skips the
+    centralized reference (``"centralized"`` is then None). Partitions are made with
+    :func:`data_utils.partition.make_partition` (notebook 01's saved partition is left alone)."""
     from .artifacts import cached_weights
     from .baselines import training_params
     from .experiment import client_arrays, load_data
@@ -72,15 +75,18 @@ def heterogeneity_runs(exp, cfg, init, schemes: Sequence[Mapping] = HETEROGENEIT
 
     if not schemes:
         raise ValueError("need at least one partition scheme")
-    runs, classes_seen, iid, first = {}, {}, None, None
+    if not isinstance(prefix, str) or not prefix or "/" in prefix:
+        raise ValueError(f"prefix must be a plain artifact name such as 'hetero', got {prefix!r}")
+    runs, classes_seen, counts, iid, first = {}, {}, {}, None, None
     for i, (label, e) in enumerate(heterogeneity_experiments(exp, schemes, train_examples)):
         data = load_data(e)
         part = make_partition(data.y_train, **e.partition_kwargs())
-        classes_seen[label] = [int(np.count_nonzero(row)) for row in part.label_counts(data.y_train, data.num_classes)]
+        counts[label] = np.asarray(part.label_counts(data.y_train, data.num_classes))
+        classes_seen[label] = [int(np.count_nonzero(row)) for row in counts[label]]
         first = first or (e, part)
         if e.partition == "iid" and iid is None:
             iid = (e, part)
-        name = f"hetero_{i}"
+        name = f"{prefix}_{i}"
         run, status = load_fedavg_run(name, dict(e.as_dict(), label=label), cfg)
         if run is not None:
             log(f"{label}: reused the saved run ({name})")
@@ -93,6 +99,10 @@ def heterogeneity_runs(exp, cfg, init, schemes: Sequence[Mapping] = HETEROGENEIT
                                       evaluate=evaluate, progress=progress, desc=f"FedAvg {label}")
         save_fedavg_run(name, dict(e.as_dict(), label=label), cfg, weights, history)
         runs[label] = [r.as_dict() for r in history]
+    out = {"runs": runs, "classes_per_client": classes_seen, "label_counts": counts, "centralized": None}
+    if not centralized:
+        out["train_examples"] = int(len(load_data(first[0]).x_train))
+        return out
     e, part = iid or first  # a scheme list without IID: pool the first scheme's clients
     data = load_data(e)
     union = np.sort(np.concatenate(part.train))
@@ -103,7 +113,26 @@ def heterogeneity_runs(exp, cfg, init, schemes: Sequence[Mapping] = HETEROGENEIT
                                train_cfg["batch_size"], train_cfg["lr"], e.seed, train_cfg["optimizer"],
                                train_cfg["lr_schedule"], data.num_classes)], log=log)[0]
     acc = WeightsEvaluator(e.model, data.input_shape, data.num_classes, data.x_test, data.y_test)(central)
-    return {"runs": runs, "classes_per_client": classes_seen,
-            "centralized": {"accuracy": acc["test_accuracy"], "examples": int(len(union)),
-                            "training": train_cfg},
-            "train_examples": int(len(data.x_train))}
+    out["centralized"] = {"accuracy": acc["test_accuracy"], "examples": int(len(union)), "training": train_cfg}
+    out["train_examples"] = int(len(data.x_train))
+    return out
+
+
+def classes_per_round(label_counts, round_clients: Sequence[Sequence[int]]) -> list[int]:
+    """How many classes the clients of each round hold between them (``label_counts``: clients x
+    classes example counts; ``round_clients[r]``: the clients of round r+1). With 2 of 10
+    pathological clients of 2 classes each, a round sees at most 4 of the 10 classes.
+
+        >>> classes_per_round([[5, 0, 0], [0, 3, 0], [0, 2, 1]], [[0], [0, 1], [1, 2]])
+        [1, 2, 2]
+    """
+    counts = np.asarray(label_counts)
+    if counts.ndim != 2:
+        raise ValueError(f"label_counts must be clients x classes, got shape {counts.shape}")
+    out = []
+    for r, clients in enumerate(round_clients, start=1):
+        ids = np.asarray(list(clients), dtype=np.int64)
+        if ids.size == 0 or ids.min() < 0 or ids.max() >= len(counts):
+            raise ValueError(f"round {r} must name clients in 0..{len(counts) - 1}, got {ids.tolist()}")
+        out.append(int(np.count_nonzero(counts[ids].sum(axis=0))))
+    return out

@@ -133,6 +133,9 @@ def tff_fedavg_job(params: dict, progress: Callable[[dict], None] | None = None,
                    process=None, log: Callable[[str], None] | None = None) -> dict:
     """Train FedAvg with TFF on the experiment given by ``params`` and return what notebook 04
     shows: per-round history, final weights, timings, federated evaluation, type signatures.
+    Notebook 04 trains with its own cells (tagged ``tff-lesson``) when TFF is in its process and
+    with this job (in the side environment) when it is not; ``tests/test_tff.py`` checks that the
+    two give the same weights and accuracy round by round.
 
     ``params``: plain JSON, the notebook's parameter names (experiment parameters such as
     NUM_CLIENTS, PARTITION, SEED, FedAvg's in
@@ -141,7 +144,8 @@ def tff_fedavg_job(params: dict, progress: Callable[[dict], None] | None = None,
     already built process from :func:`build_process` (saves building it twice in-process).
     The result holds only JSON values and NumPy arrays."""
     from .tff_fedavg import (JOB_OPTIONS, build_process, federated_evaluation, import_tff,
-                             run_tff_fedavg, set_state_weights, state_weights, tensorboard_writer)
+                             run_tff_fedavg, set_state_weights, state_weights, tensorboard_round,
+                             tensorboard_writer)
 
     start = time.perf_counter()
     messages: list[str] = []
@@ -170,12 +174,7 @@ def tff_fedavg_job(params: dict, progress: Callable[[dict], None] | None = None,
 
     def on_round(record, _state):
         row = record.as_dict()
-        if writer is not None:
-            with writer.as_default():
-                for key in ("train_loss", "train_accuracy", "test_accuracy"):
-                    tf.summary.scalar(key, row[key], step=record.round)
-                tf.summary.scalar("seconds_per_round", row["seconds"], step=record.round)
-            writer.flush()
+        tensorboard_round(writer, row)
         if progress:
             progress(dict(row, rounds=cfg.rounds))
 
@@ -276,19 +275,25 @@ def _secure_sum_in_tff(tff, values: list, bound: float) -> dict:
 
 
 def dp_fedavg_job(params: dict, progress=None) -> dict:
-    """Train DP-FedAvg with TFF once per noise multiplier, from the same initial weights on the
-    same sampled clients; return each run's test accuracy by round and its timings.
+    """Train DP-FedAvg with TFF once per noise multiplier and sampling seed, from the same
+    initial weights on the same population; return each run's test accuracy by round and its
+    timings.
 
     ``params``: the experiment's (``NUM_CLIENTS`` is the population DP samples from), the FedAvg
     settings of :func:`data_utils.experiment.parse_params` (``ROUNDS``, ``CLIENTS_PER_ROUND``,
-    ``CLIENT_LR``, ...), ``NOISE_MULTIPLIERS`` (a list) and ``DP_CLIP`` (None: adaptive clip).
-    The clients are partitioned afresh and not saved: DP's population (hundreds of small
-    clients) is not the course's partition, which notebook 01 saved for the other notebooks.
+    ``CLIENT_LR``, ...), ``NOISE_MULTIPLIERS`` (a list), ``DP_CLIP`` (None: adaptive clip) and
+    ``RUN_SEEDS`` (a list; default ``[SEED]``): each run's seed of client sampling
+    (:func:`data_utils.clients.sample_clients`) and of the clients' batch order. The clients are
+    partitioned afresh from ``SEED`` and not saved: DP's population (hundreds of small clients) is
+    not the course's partition, which notebook 01 saved for the other notebooks.
 
-    TFF's Gaussian noise op takes no seed, and TensorFlow's op determinism refuses unseeded
-    random ops, so determinism is switched off while the job runs: the noise differs from run
-    to run, as DP noise must (a noise seed the server could know would void the guarantee).
+    TFF's Gaussian noise op (TF Privacy's ``GaussianSumQuery``, ``tf.random_normal_initializer``
+    without a seed) takes no seed, and TensorFlow's op determinism refuses unseeded random ops,
+    so determinism is switched off while the job runs: the noise differs from run to run, as DP
+    noise must (a noise seed the server could know would void the guarantee).
     Runs in this process or, from Colab's default runtime, through :mod:`data_utils.sidecar`."""
+    import dataclasses
+
     from tensorflow.python.framework import config as tf_config
 
     from .privacy import build_dp_fedavg, dp_model_aggregator
@@ -298,11 +303,14 @@ def dp_fedavg_job(params: dict, progress=None) -> dict:
         check_list("NOISE_MULTIPLIERS", opts["NOISE_MULTIPLIERS"],
                    lambda name, z: check_positive(name, z, allow_zero=True))
         check_positive("DP_CLIP", opts["DP_CLIP"], allow_none=True)
+        if opts["RUN_SEEDS"] is not None:
+            check_list("RUN_SEEDS", opts["RUN_SEEDS"], lambda name, v: check_int(name, v, low=0))
 
-    job = setup(params, {"NOISE_MULTIPLIERS": [0.0, 1.0], "DP_CLIP": 0.5}, partition="fresh",
-                check_own=check_own)
+    job = setup(params, {"NOISE_MULTIPLIERS": [0.0, 1.0], "DP_CLIP": 0.5, "RUN_SEEDS": None},
+                partition="fresh", check_own=check_own)
     exp, cfg, data, clients, w0 = job.exp, job.cfg, job.data, job.clients, job.initial_weights
     zs = [float(z) for z in job.opts["NOISE_MULTIPLIERS"]]
+    seeds = [int(v) for v in (job.opts["RUN_SEEDS"] or [exp.seed])]
     clip = None if job.opts["DP_CLIP"] is None else float(job.opts["DP_CLIP"])
     m = cfg.clients_per_round or exp.num_clients
     evaluate = job.evaluator()
@@ -315,30 +323,33 @@ def dp_fedavg_job(params: dict, progress=None) -> dict:
             start = time.perf_counter()
             process = build_dp_fedavg(exp.model, data.input_shape, data.num_classes, cfg.client_lr,
                                       cfg.server_lr, dp_model_aggregator(z, m, clip=clip))
-            state = set_state_weights(process, process.initialize(), w0)
             built = time.perf_counter() - start
+            for seed in seeds:
+                state = set_state_weights(process, process.initialize(), w0)
 
-            def on_round(record, _state, z=z):
-                nonlocal done
-                done += 1
-                if progress:
-                    progress({"round": done, "rounds": cfg.rounds * len(zs), "noise_multiplier": z,
-                              "test_accuracy": record.metrics["test_accuracy"]})
+                def on_round(record, _state, z=z, seed=seed):
+                    nonlocal done
+                    done += 1
+                    if progress:
+                        progress({"round": done, "rounds": cfg.rounds * len(zs) * len(seeds),
+                                  "noise_multiplier": z, "seed": seed,
+                                  "test_accuracy": record.metrics["test_accuracy"]})
 
-            state, history = run_tff_fedavg(process, state, clients, cfg, evaluate=evaluate,
-                                            progress=False, on_round=on_round)
-            runs.append({"noise_multiplier": z, "build_seconds": built,
-                         "round_seconds": [r.seconds for r in history],
-                         "test_accuracy": [r.metrics["test_accuracy"] for r in history],
-                         "train_loss": [r.metrics["train_loss"] for r in history]})
+                state, history = run_tff_fedavg(process, state, clients, dataclasses.replace(cfg, seed=seed),
+                                                evaluate=evaluate, progress=False, on_round=on_round)
+                runs.append({"noise_multiplier": z, "seed": seed, "build_seconds": built,
+                             "round_seconds": [r.seconds for r in history],
+                             "test_accuracy": [r.metrics["test_accuracy"] for r in history],
+                             "train_loss": [r.metrics["train_loss"] for r in history]})
     finally:
         if was_deterministic:
             tf_config.enable_op_determinism()
     return {"runs": runs, "num_clients": exp.num_clients, "clients_per_round": int(m),
-            "rounds": cfg.rounds, "clip": clip, "client_sizes": clients.sizes().tolist()}
+            "rounds": cfg.rounds, "clip": clip, "seeds": seeds, "client_sizes": clients.sizes().tolist()}
 
 
-def fedavg_under_attack_job(params: dict, progress=None) -> dict:
+def fedavg_under_attack_job(params: dict, progress=None, aggregate: Callable | None = None,
+                             trainer=None) -> dict:
     """One FedAvg run of the robustness notebook, from plain parameters: the experiment's and
     the FedAvg settings of :func:`data_utils.experiment.parse_params`, plus
 
@@ -346,50 +357,85 @@ def fedavg_under_attack_job(params: dict, progress=None) -> dict:
       ``"norm_zero"`` (:mod:`data_utils.robust`, NumPy) or ``"tff_robust"``
       (``tff.learning.robust_aggregator()`` run by TFF on the loop's updates);
     - ``AGGREGATOR_OPTIONS`` (dict), ``MALICIOUS`` (client ids), ``ATTACK``, ``BOOST``,
-      ``DROP_FRACTION`` as in :class:`ClientBehaviour`.
+      ``DROP_FRACTION``, ``WITHIN_NORM``, ``BACKDOOR_TARGET``, ``POISON_FRACTION`` as in
+      :class:`data_utils.attacks.ClientBehaviour`; ``MEASURE_ASR``: also score the backdoor's
+      attack success rate (always done when ``ATTACK`` is ``"backdoor"``);
+      ``EVERY_ROUND``: score every round (default) or only the last one (False: faster).
 
-    Returns the test accuracy by round, the examples used per round, seconds, what each client
-    did, and TFF's measurements (``tff_robust``). Runs in this process, or in the side
-    environment through :mod:`data_utils.sidecar` when TFF is needed and missing here."""
-    from .attacks import ClientBehaviour
+    In this process only: ``aggregate``, an ``aggregate(deltas, counts)`` callable used instead
+    of the one ``AGGREGATOR`` names (notebook 07 passes its own hand-written aggregators), and
+    ``trainer``, a :func:`~data_utils.training.client_trainer` to reuse across runs (it must
+    match the model and client learning rate; TFF's aggregator always gets a new one).
+    Returns the test accuracy (and attack success rate) by round, the examples used per round,
+    seconds, what each client did, and TFF's measurements (``tff_robust``). Runs in this
+    process, or in the side environment through :mod:`data_utils.sidecar` when TFF is needed
+    and missing here."""
+    from .attacks import ATTACKS, ClientBehaviour, stamp_trigger
     from .fedavg import run_fedavg
+    from .models import WeightsEvaluator
     from .robust import AGGREGATORS, TffAggregatorHook, make_aggregator
     from .training import client_trainer
 
     own_defaults = {"AGGREGATOR": "mean", "AGGREGATOR_OPTIONS": {}, "MALICIOUS": [], "ATTACK": None,
-                    "BOOST": 10.0, "DROP_FRACTION": 0.0}
-    job = setup(params, own_defaults, check_own=lambda opts: check_choice(
-        "AGGREGATOR", opts["AGGREGATOR"], AGGREGATORS + ("tff_robust",)))
+                    "BOOST": 10.0, "DROP_FRACTION": 0.0, "WITHIN_NORM": False, "BACKDOOR_TARGET": 0,
+                    "POISON_FRACTION": 0.5, "MEASURE_ASR": False, "EVERY_ROUND": True}
+
+    def check_own(opts):
+        check_choice("AGGREGATOR", opts["AGGREGATOR"], AGGREGATORS + ("tff_robust",))
+        check_choice("ATTACK", opts["ATTACK"], ATTACKS, allow_none=True)
+    job = setup(params, own_defaults, check_own=check_own)
     exp, cfg, own = job.exp, job.cfg, job.opts
     name = own["AGGREGATOR"]
     data, clients, w0 = job.data, job.clients, job.initial_weights
     hook = None
-    if name == "tff_robust":
+    if aggregate is not None:
+        if not callable(aggregate):
+            raise ValueError(f"aggregate must be a callable aggregate(deltas, counts), got {aggregate!r}")
+    elif name == "tff_robust":
         from .tff_fedavg import import_tff
 
         hook = TffAggregatorHook(import_tff().learning.robust_aggregator(**own["AGGREGATOR_OPTIONS"]), w0)
         aggregate = hook
-    else:
-        aggregate = None if name == "mean" and not own["AGGREGATOR_OPTIONS"] else \
-            make_aggregator(name, **own["AGGREGATOR_OPTIONS"])
-    trainer = client_trainer(exp.model, data.input_shape, data.num_classes, cfg.client_lr,
-                             cfg.client_momentum)
+    elif name != "mean" or own["AGGREGATOR_OPTIONS"]:
+        aggregate = make_aggregator(name, **own["AGGREGATOR_OPTIONS"])
+    if trainer is None or hook is not None:  # a TFF build invalidates Keras models made before it
+        trainer = client_trainer(exp.model, data.input_shape, data.num_classes, cfg.client_lr,
+                                 cfg.client_momentum)
+    elif tuple(trainer.spec[:5]) != (exp.model, tuple(data.input_shape), data.num_classes, "sgd",
+                                     float(cfg.client_lr)) or trainer.spec[5] != cfg.client_momentum:
+        raise ValueError(f"trainer was built for {trainer.spec}, this run needs model {exp.model!r} with "
+                         f"client learning rate {cfg.client_lr} and momentum {cfg.client_momentum}")
     behaviour = ClientBehaviour(trainer, clients, cfg, data.num_classes, malicious=own["MALICIOUS"],
                                 attack=own["ATTACK"], boost=float(own["BOOST"]),
-                                drop_fraction=float(own["DROP_FRACTION"]))
+                                drop_fraction=float(own["DROP_FRACTION"]), within_norm=own["WITHIN_NORM"],
+                                target=own["BACKDOOR_TARGET"], poison_fraction=float(own["POISON_FRACTION"]))
     evaluate = job.evaluator()
+    backdoor = None
+    if own["MEASURE_ASR"] or own["ATTACK"] == "backdoor":  # triggered test images not of the target class
+        keep = data.y_test != behaviour.target
+        backdoor = WeightsEvaluator(exp.model, data.input_shape, data.num_classes,
+                                    stamp_trigger(data.x_test[keep]),
+                                    np.full(int(keep.sum()), behaviour.target), key="attack_success_rate")
 
     def scored(weights):
+        if not own["EVERY_ROUND"] and len(rounds_done) < cfg.rounds - 1:
+            rounds_done.append(None)
+            return {}
         metrics = evaluate(weights)
+        if backdoor is not None:
+            metrics.update(backdoor(weights))
+            asr.append(metrics["attack_success_rate"])
         if progress:
             progress({"round": len(scores) + 1, "rounds": cfg.rounds, **metrics})
         scores.append(metrics["test_accuracy"])
         return metrics
 
     scores: list[float] = []
+    asr: list[float] = []
+    rounds_done: list = []
     _, history = run_fedavg(trainer, w0, clients, cfg, evaluate=scored, progress=False,
                             aggregate=aggregate, client_update=behaviour)
-    return {"aggregator": name, "test_accuracy": scores,
+    return {"aggregator": name, "test_accuracy": scores, "attack_success_rate": asr,
             "examples": [r.num_examples for r in history],
             "round_seconds": [r.seconds for r in history],
             "events": behaviour.log,

@@ -1,10 +1,15 @@
 """The course's Keras models, written against ``tf.keras`` APIs present in Keras 2 and Keras 3
 (notebooks 02-07 train them; notebook 02 introduces them).
 
-- ``cnn_small``: the CNN of the TensorFlow FL tutorial (Conv 32 3x3 ReLU -> MaxPool 2x2 ->
-  Flatten -> Dense 10), 54,410 parameters on 28x28x1 inputs;
-- ``cnn_mcmahan``: the CNN of McMahan et al. 2017 (5x5 conv 32 -> pool -> 5x5 conv 64 -> pool ->
-  Dense 512 -> Dense 10), 1,663,370 parameters on 28x28x1 inputs.
+- ``cnn_small`` (Conv 32 3x3 ReLU -> MaxPool 2x2 -> Flatten -> Dense 10), 54,410 parameters on
+  28x28x1 inputs: the CNN of the blog tutorial "Federated Learning with TensorFlow: A Practical
+  Guide with Example Code" (Data Science Stunt,
+  https://datasciencestunt.com/federated-learning-with-tensorflow/), with logits instead of its
+  softmax output. It is not the model of TensorFlow Federated's own tutorial "Federated Learning
+  for Image Classification", which trains a single dense layer on flattened EMNIST digits;
+- ``cnn_mcmahan``: the CNN of McMahan et al. 2017, "Communication-Efficient Learning of Deep
+  Networks from Decentralized Data" (5x5 conv 32 -> pool -> 5x5 conv 64 -> pool -> Dense 512 ->
+  Dense 10), 1,663,370 parameters on 28x28x1 inputs.
 
 Models output logits; losses use ``from_logits=True``.
 """

@@ -84,14 +84,37 @@ def mean_row(model: str, rows: Sequence[Mapping], kind: str = "local_mean") -> d
 
 
 def summary_rows(rows: Sequence[Mapping] | Mapping[str, Mapping],
-                 keep_kinds: Sequence[str] = ("local",)) -> list[dict]:
+                 keep_kinds: Sequence[str] = ("local",),
+                 beside: Sequence[Mapping] | Mapping[str, Mapping] | None = None,
+                 suffix: str = "_iid") -> list[dict]:
     """The rows ``make course`` prints (every row except those of the kinds in ``keep_kinds``:
     single local-only clients): model, kind, available, the four metrics and the cost, None
-    where a model was not available. ``rows`` is a list of rows or a dict of them by name."""
+    where a model was not available. ``rows`` is a list of rows or a dict of them by name.
+
+    ``beside``: the same models in a second setting (e.g. notebook 05's IID run next to its
+    Dirichlet one), matched by model name; each summary row then also carries that setting's
+    four metrics as ``accuracy<suffix>``, ... (None where the model has no row there or was
+    not available).
+
+        >>> main = [model_row("FedAvg", "fedavg_manual", {"accuracy": 0.8, "precision": 0.8, "recall": 0.8, "f1": 0.7})]
+        >>> iid = [model_row("FedAvg", "fedavg_manual", {"accuracy": 0.9, "precision": 0.9, "recall": 0.9, "f1": 0.9})]
+        >>> row = summary_rows(main, beside=iid)[0]
+        >>> row["accuracy"], row["accuracy_iid"], row["f1_iid"]
+        (0.8, 0.9, 0.9)
+    """
     if isinstance(rows, Mapping):
         rows = list(rows.values())
     keys = ("model", "kind", "available", *METRICS, *COST_KEYS)
-    return [{k: r.get(k) for k in keys} for r in rows if r.get("kind") not in keep_kinds]
+    out = [{k: r.get(k) for k in keys} for r in rows if r.get("kind") not in keep_kinds]
+    if beside is not None:
+        if not isinstance(suffix, str) or not suffix:
+            raise ValueError(f"suffix must be a non-empty string such as '_iid', got {suffix!r}")
+        other = beside if isinstance(beside, Mapping) else {r["model"]: r for r in beside}
+        for row in out:
+            match = other.get(row["model"]) or {}
+            row.update({f"{m}{suffix}": match.get(m) if match.get("available", True) else None
+                        for m in METRICS})
+    return out
 
 
 def tail_mean(values: Sequence[float], last: int = 3) -> float:

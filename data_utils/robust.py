@@ -15,6 +15,9 @@ their example counts.
 - :func:`norm_zeroed_mean`: updates with an L2 norm above ``max_norm`` are replaced by zeros
   (as ``tff.aggregators.zeroing_factory`` does), then the example-weighted mean.
 
+Notebook 07 writes the median, the trimmed mean and norm clipping out in its own cells (tagged
+``robust-lesson``), runs them, and ``tests/test_robust.py`` checks them against these.
+
 The median and the trimmed mean are unweighted: they treat every client alike, whatever its
 example count (a weighted median would let one client claim a huge count and win).
 

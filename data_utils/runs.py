@@ -55,7 +55,8 @@ def get_tff_fedavg(job_params: Mapping, log: Callable[[str], None] = print,
     :func:`data_utils.experiment.parse_params`): the run notebook 04 saved (artifact ``fedavg_tff``)
     when it was made with these parameters; else trained now in this process with
     :func:`data_utils.jobs.tff_fedavg_job` when TFF can run here (Python 3.11 stack); else
-    (weights, history) are None and the status says why. Returns (weights, rows, status)."""
+    (weights, history) are None and the status says why (also when training fails here, e.g. a
+    dataset too large for TFF's serialization). Returns (weights, rows, status)."""
     from .experiment import parse_params
     from .fedavg import load_fedavg_run, save_fedavg_run
     from .sidecar import tff_available_here
@@ -88,6 +89,10 @@ def get_tff_fedavg(job_params: Mapping, log: Callable[[str], None] = print,
         with warnings.catch_warnings():  # TFF's dependencies import pkg_resources (harmless, noisy)
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
             result = tff_fedavg_job(dict(job_params, FED_EVAL=False, TENSORBOARD_DIR=None), progress=tick, log=log)
+    except Exception as err:  # noqa: BLE001 - the notebook's row says why, in a sentence, instead of a traceback
+        message = str(err).strip().splitlines()[-1][:300] if str(err).strip() else ""
+        return None, None, (f"not available: training TFF's FedAvg here failed ({type(err).__name__}: {message}). "
+                            "Run notebook 04 with the same parameters, then this notebook again.")
     finally:
         if bar is not None:
             bar.close()

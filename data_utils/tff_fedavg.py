@@ -7,6 +7,12 @@ batches :func:`~data_utils.clients.client_dataset` gives the hand-written loop, 
 in the same :func:`~data_utils.fedavg.run_rounds` loop, so both runs are comparable round by
 round. TFF itself is imported only when a function needs it (:func:`import_tff`; Python 3.9-3.11
 and Keras 2 only), so this module imports anywhere.
+
+Notebook 04 shows the same TFF code in its own cells (tagged ``tff-lesson``: ``make_model_fn``,
+``build_fedavg_process``, ``initial_state``, ``train_with_tff``) and trains with them when TFF is in
+its process; :func:`build_process` and :func:`run_tff_fedavg` are their package version, which the
+side-environment job (:func:`data_utils.jobs.tff_fedavg_job`) runs. ``tests/test_tff.py`` checks
+that both give the same weights and accuracy round by round.
 """
 from __future__ import annotations
 
@@ -16,10 +22,11 @@ from typing import Callable
 import numpy as np
 
 from .aggregation import Weights
-from .clients import ClientArrays, client_dataset
+from .clients import ClientArrays, epoch_orders
 from .experiment import load_data, parse_params
 from .fedavg import FedAvgConfig, RoundStep, run_rounds
 from .models import build_model
+from .validate import check_int
 
 
 def import_tff():
@@ -114,13 +121,38 @@ def state_weights(process, state) -> Weights:
     return [np.asarray(w) for w in process.get_model_weights(state).trainable]
 
 
+def compact_client_dataset(x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int | None,
+                           seed: int, round_num: int = 0, client: int = 0):
+    """Exactly the batches of :func:`~data_utils.clients.client_dataset` (same epochs, orders and
+    batch bounds), built so that the client's images are stored once, not once per local epoch:
+    the epochs' example orders are batched as indices and each batch gathers its images. TFF
+    serializes every client dataset and refuses one over 100 MB ("Serialized size of Dataset ...
+    exceeds maximum allowed"), which a large non-IID client with 5 local epochs reaches when its
+    images are copied per epoch (about 8,600 Fashion-MNIST images x 5 epochs)."""
+    import tensorflow as tf
+
+    epochs = check_int("local epochs", epochs, low=1)
+    batch_size = check_int("batch_size (None: full batch)", batch_size, low=1, allow_none=True)
+    n = len(x)
+    if n == 0:
+        raise ValueError("a client with no examples cannot train")
+    size = n if batch_size is None else int(batch_size)
+    order = np.concatenate(epoch_orders(n, epochs, seed, round_num, client)).astype(np.int64)
+    images, labels = tf.constant(x), tf.constant(np.asarray(y).astype("int32"))
+    ds = None
+    for e in range(epochs):  # batched within each epoch, as client_batches does
+        part = tf.data.Dataset.from_tensor_slices(order[e * n:(e + 1) * n]).batch(size)
+        ds = part if ds is None else ds.concatenate(part)
+    return ds.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+
+
 def federated_data(clients: ClientArrays, sampled, cfg: FedAvgConfig, round_num: int) -> list:
-    """The sampled clients' datasets for one round, built only now (lazy), identical to the
-    manual loop's."""
+    """The sampled clients' datasets for one round, built only now (lazy): the same batches, in
+    the same order, as the manual loop's (:func:`compact_client_dataset`)."""
     out = []
     for c in sampled:
         x, y = clients[c]
-        out.append(client_dataset(x, y, cfg.local_epochs, cfg.batch_size, cfg.seed, round_num, int(c)))
+        out.append(compact_client_dataset(x, y, cfg.local_epochs, cfg.batch_size, cfg.seed, round_num, int(c)))
     return out
 
 
@@ -185,6 +217,84 @@ def federated_evaluation(model_name: str, input_shape, num_classes: int, weights
     return {"accuracy": float(metrics["sparse_categorical_accuracy"]), "loss": float(metrics["loss"]),
             "num_examples": int(metrics["num_examples"]), "num_clients": len(client_data),
             "next_type_signature": str(evaluation.next.type_signature)}
+
+
+# ---- type signatures, readable --------------------------------------------------------------------
+_OPENERS, _CLOSERS = "<({[", ">)}]"
+
+
+def _closes(text: str, i: int) -> bool:
+    return text[i] in _CLOSERS and not (text[i] == ">" and i > 0 and text[i - 1] == "-")  # "->"
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        if text[i] in _OPENERS:
+            depth += 1
+        elif _closes(text, i):
+            depth -= 1
+        elif depth == 0 and text.startswith(sep, i):
+            parts.append(text[start:i])
+            i += len(sep)
+            start = i
+            continue
+        i += 1
+    return parts + [text[start:]]
+
+
+def format_type_signature(signature, width: int = 100, indent: int = 0) -> str:
+    """A TFF type signature (or its ``str``) as indented lines of at most about ``width``
+    characters: a structure that fits stays on one line, a longer one gets one line per field.
+
+    >>> print(format_type_signature("(<state=<lr=float32>@SERVER,data={int32[?]}@CLIENTS> -> <state=<lr=float32>@SERVER>)", 40))
+    (
+      <
+        state=<lr=float32>@SERVER,
+        data={int32[?]}@CLIENTS
+      >
+      -> <state=<lr=float32>@SERVER>
+    )
+    """
+    text, pad = str(signature).strip(), " " * indent
+    first = next((i for i, ch in enumerate(text) if ch in "<({"), None)
+    if indent + len(text) <= width or first is None:
+        return pad + text
+    depth, end = 0, len(text) - 1
+    for j in range(first, len(text)):
+        depth += text[j] in _OPENERS
+        depth -= _closes(text, j)
+        if depth == 0:
+            end = j
+            break
+    head, inner, tail = text[:first + 1], text[first + 1:end], text[end:]
+    lines = [pad + head]
+    sides = _split_top(inner, " -> ")
+    if len(sides) == 2:  # a function: parameter -> result
+        if sides[0].strip():
+            lines.append(format_type_signature(sides[0], width, indent + 2))
+        result = format_type_signature(sides[1].strip(), width - 3, indent + 2)
+        lines.append(" " * (indent + 2) + "-> " + result.lstrip(" "))
+    else:
+        parts = _split_top(inner, ",")
+        lines += [format_type_signature(part, width, indent + 2) + ("," if k < len(parts) - 1 else "")
+                  for k, part in enumerate(parts)]
+    return "\n".join(lines + [pad + tail])
+
+
+def tensorboard_round(writer, row: dict) -> None:
+    """Write one round's train loss and accuracy, test accuracy and seconds to a TensorBoard
+    ``writer`` (:func:`tensorboard_writer`; nothing when it is None)."""
+    if writer is None:
+        return
+    import tensorflow as tf
+
+    with writer.as_default():
+        for key in ("train_loss", "train_accuracy", "test_accuracy"):
+            if key in row:
+                tf.summary.scalar(key, row[key], step=row["round"])
+        tf.summary.scalar("seconds_per_round", row["seconds"], step=row["round"])
+    writer.flush()
 
 
 def tensorboard_writer(directory):

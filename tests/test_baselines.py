@@ -161,6 +161,34 @@ def test_baseline_and_local_models_cached_and_reproducible(small, artifacts):
     assert same(B.get_baseline(exp, data, part, init, log=log, progress=False), base)
 
 
+def test_iid_run_beside_is_saved_under_its_own_names(small, artifacts):
+    """Notebook 02 saves the IID run beside the main one (``baseline_iid``, ``local_models_iid``,
+    as notebook 05 asks for them): neither replaces the main setting's artifacts, and each is
+    reused when asked for again with its own experiment."""
+    import dataclasses
+
+    from data_utils.partition import make_partition
+
+    exp, data = small
+    quiet = lambda s: None  # noqa: E731
+    part, init = get_partition(exp, data, log=quiet), initial_weights(exp, data, log=quiet)
+    exp_iid = dataclasses.replace(exp, partition="iid")
+    part_iid = make_partition(data.y_train, **exp_iid.partition_kwargs())
+    base = B.get_baseline(exp, data, part, init, log=quiet, progress=False, epochs=1)
+    base_iid = B.get_baseline(exp_iid, data, part_iid, init, log=quiet, progress=False, epochs=1, name="baseline_iid")
+    local_iid = B.get_local_models(exp_iid, data, part_iid, init, log=quiet, progress=False, epochs=1,
+                                   name="local_models_iid")
+    assert (artifacts / "baseline.npz").is_file() and (artifacts / "baseline_iid.npz").is_file()
+    assert (artifacts / "local_models_iid.npz").is_file() and not same(base, base_iid)
+    messages = []
+    assert same(B.get_baseline(exp, data, part, init, log=messages.append, progress=False, epochs=1), base)
+    assert same(B.get_baseline(exp_iid, data, part_iid, init, log=messages.append, progress=False, epochs=1,
+                               name="baseline_iid"), base_iid)
+    again = B.get_local_models(exp_iid, data, part_iid, init, log=messages.append, progress=False, epochs=1,
+                               name="local_models_iid")
+    assert same(sum(again, []), sum(local_iid, [])) and sum("reused" in m for m in messages) == 3
+
+
 def test_get_baseline_defaults_and_bad_input(small, artifacts):
     exp, data = small
     one_epoch = B.get_baseline(exp, log=lambda s: None, progress=False, epochs=1)

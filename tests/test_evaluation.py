@@ -80,6 +80,65 @@ def test_fedavg_cost_matches_the_clients_fedavg_samples(sizes, rounds, per_round
     assert spent["upload_bytes_max"] <= 4 * rounds
 
 
+def test_raw_data_bytes_and_traffic_by_round_by_hand():
+    assert cost.raw_data_bytes([2, 10], (28, 28, 1)).tolist() == [1570, 7850]
+    t = cost.traffic_by_round([[0, 1], [1], [1, 2]], num_clients=3, model_bytes=100)
+    assert t["rounds"].tolist() == [0, 1, 2, 3]
+    # cumulative uploads: client 0 once (round 1), client 1 every round, client 2 in round 3
+    assert t["up"].tolist() == [[0, 0, 0], [100, 100, 0], [100, 200, 0], [100, 300, 100]]
+    # downloads: the global model each round taken part in, plus the final model once
+    assert t["down"].tolist() == [[100, 100, 100], [200, 200, 100], [200, 300, 100], [200, 400, 200]]
+    bare = cost.traffic_by_round([[0, 1], [1], [1, 2]], 3, 100, final_download=False)
+    assert np.array_equal(bare["down"], bare["up"])
+    empty = cost.traffic_by_round([], 2, 10)
+    assert empty["up"].tolist() == [[0, 0]] and empty["down"].tolist() == [[10, 10]]
+
+
+def test_crossover_round():
+    assert cost.crossover_round([0, 100, 100, 200], 150) == 3
+    assert cost.crossover_round([0, 100], 0) == 0
+    assert cost.crossover_round([0, 100], 101) is None
+    for bad, message in ((([], 1), "non-empty"), (([[1, 2]], 1), "1-D"), (([1, 2], -1), "threshold")):
+        with pytest.raises(ValueError, match=message):
+            cost.crossover_round(*bad)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: cost.traffic_by_round([[0, 3]], 3, 10), "outside 0..2"),
+    (lambda: cost.traffic_by_round([[1, 1]], 3, 10), "twice"),
+    (lambda: cost.traffic_by_round([[0]], 0, 10), "num_clients"),
+    (lambda: cost.traffic_by_round([[0]], 3, 0), "model_bytes"),
+    (lambda: cost.raw_data_bytes([3, -1], (2, 2, 1)), "non-negative"),
+    (lambda: cost.raw_data_bytes([3], (2, 0, 1)), "input_shape"),
+])
+def test_traffic_rejects_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 12), per_round=st.integers(1, 12), rounds=st.integers(0, 30),
+       model_bytes=st.integers(1, 10**6), seed=st.integers(0, 10**6))
+def test_traffic_by_round_matches_fedavg_cost_and_the_sampling(n, per_round, rounds, model_bytes, seed):
+    """Each round, the m sampled clients upload and download one model each: after r rounds the
+    clients together have uploaded r * m models (the mean client r * m / n), the last row is
+    fedavg_cost's upload, and every client has downloaded what it uploaded plus the final model."""
+    m = num_sampled(n, clients_per_round=min(per_round, n))
+    sampled = [sample_clients(n, m, r, seed).tolist() for r in range(1, rounds + 1)]
+    t = cost.traffic_by_round(sampled, n, model_bytes)
+    assert t["up"].shape == t["down"].shape == (rounds + 1, n)
+    assert np.array_equal(t["up"].sum(axis=1), model_bytes * m * np.arange(rounds + 1))
+    assert np.array_equal(t["down"], t["up"] + model_bytes)
+    assert np.all(np.diff(t["up"], axis=0) >= 0)
+    spent = cost.fedavg_cost(sampled, [5] * n, 1, model_bytes)
+    assert spent["upload_bytes_per_client"] == pytest.approx(t["up"][-1].mean())
+    assert spent["upload_bytes_max"] == t["up"][-1].max()
+    raw = float(model_bytes * 3)
+    first = cost.crossover_round(t["up"].mean(axis=1), raw)
+    if first is not None:
+        assert t["up"][first].mean() >= raw and (first == 0 or t["up"][first - 1].mean() < raw)
+
+
 def test_human_bytes():
     assert cost.human_bytes(999) == "999 B"
     assert cost.human_bytes(1000) == "1.00 kB"
@@ -136,6 +195,37 @@ def test_summary_rows_drop_single_clients_and_make_course_prints_them(capsys):
     out = capsys.readouterr().out
     assert "centralized baseline" in out and "0.8000" in out and "0.6500" in out
     assert "FedAvg, TFF (3 rounds)" in out and "n/a" in out and "client 0" not in out
+
+
+def test_summary_rows_carry_the_iid_column_and_make_course_prints_both(capsys):
+    """Notebook 05's summary rows: the main setting's metrics and, beside them, the IID run's
+    (matched by model name; None where the IID run has no such row); make course prints both."""
+    main = [report.model_row("centralized baseline", "baseline", M),
+            report.model_row("local-only: client 0", "local", M),
+            report.model_row("FedAvg, hand-written (3 rounds)", "fedavg_manual", {**M, "accuracy": 0.7, "f1": 0.6}),
+            report.model_row("FedAvg, TFF (3 rounds)", "fedavg_tff", {**M, "accuracy": 0.71, "f1": 0.61})]
+    iid = {"centralized baseline": report.model_row("centralized baseline", "baseline", {**M, "accuracy": 0.81}),
+           "FedAvg, hand-written (3 rounds)": report.model_row("FedAvg, hand-written (3 rounds)", "fedavg_manual",
+                                                               {**M, "accuracy": 0.79, "f1": 0.78})}
+    summary = report.summary_rows(main, beside=iid)
+    assert [r["model"] for r in summary] == ["centralized baseline", "FedAvg, hand-written (3 rounds)",
+                                             "FedAvg, TFF (3 rounds)"]
+    assert (summary[0]["accuracy"], summary[0]["accuracy_iid"]) == (0.8, 0.81)
+    assert (summary[1]["f1"], summary[1]["f1_iid"]) == (0.6, 0.78)
+    assert summary[2]["accuracy_iid"] is None and summary[2]["accuracy"] == 0.71
+    assert report.summary_rows(main, beside=list(iid.values())) == summary
+    na = {"centralized baseline": report.unavailable_row("centralized baseline", "baseline", "not trained")}
+    assert report.summary_rows(main[:1], beside=na)[0]["accuracy_iid"] is None
+    with pytest.raises(ValueError, match="suffix"):
+        report.summary_rows(main, beside=iid, suffix="")
+    results = {"summary_table": summary, "summary_settings": {"iid": "IID", "main": "Dirichlet(0.5)"}}
+    _run_course_module().print_course_table(json.loads(json.dumps(results)))
+    out = capsys.readouterr().out
+    assert "IID" in out and "Dirichlet(0.5)" in out and out.index("IID") < out.index("Dirichlet(0.5)")
+    baseline_line = next(line for line in out.splitlines() if "centralized baseline" in line)
+    assert baseline_line.split()[-4:] == ["0.8100", "0.6500", "0.8000", "0.6500"]
+    tff_line = next(line for line in out.splitlines() if "FedAvg, TFF" in line)
+    assert tff_line.split()[-4:] == ["n/a", "n/a", "0.7100", "0.6100"]
 
 
 # ---- per-client gains -----------------------------------------------------------------------------
@@ -373,6 +463,60 @@ def test_conclusions_flag_a_run_that_contradicts_the_claims():
     assert on_par.relation == "on par" and on_par.held is False
 
 
+def _conclusion_cells(**changes):
+    """Run notebook 05's cells tagged ``conclusions-lesson`` (its per-setting conclusions, in plain
+    sight) on the results of :func:`_results` (one setting, "Dirichlet(0.5)"; the IID setting is
+    the same results with FedAvg 3 points higher). Returns the lessons they printed, by claim."""
+    import textwrap
+    from types import SimpleNamespace
+
+    nb = json.loads((ROOT / "notebooks" / "05_evaluation.ipynb").read_text())
+    cells = [c for c in nb["cells"] if "conclusions-lesson" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) >= 2, "notebook 05 must tag its conclusion cells conclusions-lesson"
+    r = _results(**changes)
+    iid = {name: dict(row, accuracy=row["accuracy"] + 0.03) if row["kind"] == "fedavg_tff" else row
+           for name, row in r["table"].items()}
+    gains = None if r["gains"] is None else {"IID": r["gains"], "Dirichlet(0.5)": r["gains"]}
+    ns = {"textwrap": textwrap, "compare": findings.compare, "settings": {"IID": None, "Dirichlet(0.5)": None},
+          "tables": {"IID": iid, "Dirichlet(0.5)": r["table"]}, "table": r["table"], "table_iid": iid,
+          "IID": "IID", "MAIN": "Dirichlet(0.5)", "fed_label": FED, "fed_settings": "20 rounds",
+          "gains": gains, "cfg": SimpleNamespace(rounds=20), "coef": np.array([0.5])}
+    for cell in cells:
+        exec(compile("".join(cell["source"]), "notebook-05-conclusions-lesson", "exec"), ns)
+    out = {}
+    for lesson in ns["lessons"]:
+        out.setdefault(lesson["claim"], {})[lesson["setting"]] = lesson
+    return out, findings.by_claim(findings.conclusions(**r))
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"fed": 0.80, "own_federated": [0.81, 0.78, 0.85], "uniform": 0.95, "local_max": 0.87},
+    {"fed": 0.842},                       # on par with the local-only mean: not "above"
+    {"own_federated": None},              # no local test splits: no per-client claim
+])
+def test_notebook_05_conclusion_cells_agree_with_findings(changes, capsys):
+    """The conclusions notebook 05 computes in its own cells say what data_utils.findings says
+    from the same numbers: the same expectation held or not, the same numbers quoted."""
+    ours, package = _conclusion_cells(**changes)
+    main = "Dirichlet(0.5)"
+    for claim in ("fed_vs_baseline", "fed_vs_local", "one_shot_vs_fedavg", "sequential_vs_weighted"):
+        assert ours[claim][main]["held"] == package[claim].held, claim
+        assert set(ours[claim]) == {"IID", main}
+    for number in ("0.9000", "0.8400"):
+        assert number in ours["fed_vs_baseline"][main]["sentence"] + ours["fed_vs_local"][main]["sentence"]
+    if changes.get("own_federated", []) is None:
+        assert "who_gains" not in ours
+    else:
+        assert ours["who_gains"][main]["held"] == package["who_gains"].held
+        assert f"{len(package['who_gains'].numbers['gainers'])} of 3 clients gain" in ours["who_gains"][main]["sentence"]
+    cost_ = ours["non_iid_cost"]["IID vs Dirichlet(0.5)"]
+    assert cost_["held"] is True and "-3.00 points" in cost_["sentence"]
+    printed = capsys.readouterr().out
+    assert all(len(line) <= 200 for line in printed.splitlines())
+    assert "[IID]" in printed and f"[{main}]" in printed
+
+
 def test_conclusions_without_local_test_splits():
     found = _conclude(own_federated=None)
     wg = found["who_gains"]
@@ -420,6 +564,25 @@ def test_heterogeneity_experiments_keep_the_experiment_and_cut_the_data():
         heterogeneity.heterogeneity_experiments(exp, train_examples=0)
 
 
+def test_classes_per_round_counts_the_classes_a_round_sees():
+    from data_utils.partition import make_partition
+
+    counts = [[5, 0, 0], [0, 3, 0], [0, 2, 1]]
+    assert heterogeneity.classes_per_round(counts, [[0], [0, 1], [1, 2], [0, 1, 2]]) == [1, 2, 2, 3]
+    with pytest.raises(ValueError, match="0..2"):
+        heterogeneity.classes_per_round(counts, [[3]])
+    with pytest.raises(ValueError, match="clients x classes"):
+        heterogeneity.classes_per_round([1, 2], [[0]])
+    # McMahan's split, 2 classes per client: 2 clients see at most 4 classes, all 10 clients all of them
+    y = np.repeat(np.arange(10), 60)
+    part = make_partition(y, scheme="pathological", num_clients=10, classes_per_client=2, seed=1,
+                          local_test_fraction=0.0)
+    label_counts = part.label_counts(y, 10)
+    two = heterogeneity.classes_per_round(label_counts, [sample_clients(10, 2, r, 0) for r in range(1, 21)])
+    assert all(1 <= c <= 4 for c in two)
+    assert heterogeneity.classes_per_round(label_counts, [range(10)]) == [10]
+
+
 @pytest.fixture
 def artifacts(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
@@ -448,6 +611,23 @@ def test_get_tff_fedavg_reuses_a_matching_run_and_says_when_tff_is_missing(artif
     # other FedAvg settings: not reused
     weights, _, status = runs.get_tff_fedavg(dict(params, CLIENT_LR=0.3), log=lambda s: None)
     assert weights is None and status.startswith("not available")
+
+
+def test_get_tff_fedavg_says_why_when_training_fails_here(artifacts, monkeypatch):
+    """A TFF run that cannot be trained here (e.g. a client dataset over TFF's serialization
+    limit) is a status sentence for the table's row, not a traceback in the notebook."""
+    from data_utils import jobs, sidecar
+
+    def fails(params, progress=None, log=None):
+        raise ValueError("Serialized size of Dataset (135370264 bytes) exceeds maximum allowed (104857600 bytes)")
+
+    monkeypatch.setattr(sidecar, "tff_available_here", lambda: True)
+    monkeypatch.setattr(jobs, "tff_fedavg_job", fails)
+    weights, history, status = runs.get_tff_fedavg({"NUM_CLIENTS": 3, "SEED": 5, "SMOKE": True, "ROUNDS": 2},
+                                                   log=lambda s: None, progress=False)
+    assert weights is None and history is None
+    assert status.startswith("not available") and "ValueError" in status and "exceeds maximum" in status
+    assert "notebook 04" in status
 
 
 def test_get_manual_fedavg_trains_once_then_reuses(artifacts):
@@ -572,9 +752,18 @@ def test_notebook_05_table_matches_notebooks_02_03_and_04(tmp_path, monkeypatch)
     else:
         assert tff["accuracy"] is None and not tff["available"]
     assert r05["experiment"] == r04["experiment"]
-    # every number of the summary is a table row's number
+    # every number of the summary is a table row's number, the IID column the IID table's
+    rows_iid = {r["model"]: r for r in r05["table_iid"]}
+    assert r05["summary_settings"] == {"iid": "IID", "main": "Dirichlet(0.5)"}
     for s in r05["summary_table"]:
         assert s["accuracy"] == rows[s["model"]]["accuracy"] and s["f1"] == rows[s["model"]]["f1"]
+        iid = rows_iid.get(s["model"], {})
+        assert s["accuracy_iid"] == iid.get("accuracy") and s["f1_iid"] == iid.get("f1")
+    assert rows_iid[manual["model"]]["accuracy"] is not None
+    # the bandwidth curve ends this run's rounds where the table's upload column does
+    bandwidth = r05["bandwidth"]
+    assert bandwidth["up_mean"][manual["rounds"]] == pytest.approx(manual["upload_bytes_per_client"])
+    assert bandwidth["down_mean"][0] == r05["model_bytes"]
     assert seconds["05_evaluation"] < 120, seconds
 
 
@@ -633,6 +822,7 @@ def test_make_course_ends_with_this_runs_table(tmp_path, monkeypatch, capsys, no
             raise RuntimeError("a cell failed")
         write_results(Path(nb).stem, {"summary_table": report.summary_rows(fresh), "smoke": True},
                       parameters["RESULTS_DIR"])
+        Path(out).write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     code = run_course.main(["--smoke", "-p", f"RESULTS_DIR={results}", "--out", str(tmp_path / "nb"), "05"])

@@ -135,12 +135,16 @@ BAD = {
     "DP_NUM_CLIENTS": [0, 29, 100000, "600"],          # 29: fewer than DP_CLIENTS_PER_ROUND
     "DP_CLIENTS_PER_ROUND": [0, 601, "30"],            # 601: more than DP_NUM_CLIENTS
     "DP_ROUNDS": [0, "10"],
+    "DP_RUNS": [0, 11, "2"],
+    "DP_LAST_ROUNDS": [0, 4, "2"],
     "DP_CLIP": [0, -1, "0.5"],
     "DP_DELTA": [0, 1, 1.5, "1e-5"],
     "NOISE_MULTIPLIERS": [[], [0.0, -1.0], [0.0, "1"], 1.0, None],
     "DROP_FRACTIONS": [[], [0.0, 1.0], [-0.1], 0.3],
     "NUM_FLIPPERS": [-1, 10, "3"],                     # 10: every client
     "NUM_ATTACKERS": [-1, 10, 1.0],
+    "BACKDOOR_TARGET": [-1, 10, "0", 1.5],
+    "POISON_FRACTION": [0, 1.5, "0.5"],
     "BOOST": [0, -10, "10"],
     "TRIM_FRACTION": [0.5, -0.1, "0.1"],
     "AGGREGATORS": [[], ["mean", "krum"], "mean", None],

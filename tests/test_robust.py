@@ -1,4 +1,8 @@
-"""Robust aggregators (median, trimmed mean, norm clipping/zeroing) and the attack hooks."""
+"""Robust aggregators (median, trimmed mean, norm clipping/zeroing), notebook 07's hand-written
+versions of them, and the attack hooks (dropouts, label flipping, backdoor)."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -176,8 +180,8 @@ def test_client_behaviour_honest_run_equals_plain_run_and_attack_scales():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert [r["event"] for r in hook.log] == ["honest"] * 6
 
-    # model replacement: the attacker's update is boost x its (flipped-label) local update
-    attacker = ClientBehaviour(model, clients, cfg, 10, malicious=[0, 1, 2, 3], attack="model_replacement", boost=4.0)
+    # boosted label flipping: the attacker's update is boost x its (flipped-label) local update
+    attacker = ClientBehaviour(model, clients, cfg, 10, malicious=[0, 1, 2, 3], attack="boosted_label_flip", boost=4.0)
     flipper = ClientBehaviour(model, clients, cfg, 10, malicious=[0, 1, 2, 3], attack="label_flip")
     first_round = sample_clients(4, 3, 1, 5)
     sampled_first = int(first_round[0])
@@ -192,7 +196,7 @@ def test_client_behaviour_honest_run_equals_plain_run_and_attack_scales():
     for a, b in zip(final, w0):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="attack must be one of"):
-        ClientBehaviour(model, clients, cfg, 10, malicious=[1], attack="backdoor")
+        ClientBehaviour(model, clients, cfg, 10, malicious=[1], attack="model_replacement")
     with pytest.raises(ValueError, match="client ids"):
         ClientBehaviour(model, clients, cfg, 10, malicious=[7], attack="label_flip")
     unsampled = sorted(set(range(4)) - set(first_round.tolist()))[0]
@@ -207,3 +211,135 @@ def test_attack_job_rejects_bad_parameters():
         fedavg_under_attack_job({"SMOKE": True, "ROUNDS": 1, "AGGREGATOR": "krum"})
     with pytest.raises(ValueError, match="unknown parameter"):
         fedavg_under_attack_job({"SMOKE": True, "ROUNDS": 1, "ROUND": 3})
+
+
+def test_backdoor_trigger_and_data():
+    from data_utils.attacks import TRIGGER_SIZE, attack_success_rate, backdoor_data, stamp_trigger
+
+    x = np.zeros((6, 28, 28, 1), np.float32)
+    stamped = stamp_trigger(x)
+    assert x.sum() == 0                                # a copy
+    k = TRIGGER_SIZE
+    assert stamped[:, -k - 1:-1, -k - 1:-1].sum() == 6 * (k * k // 2)
+    assert stamped[:, :-k - 1].sum() == 0 and stamped[:, :, -1].sum() == 0
+    y = np.arange(6) % 3 + 1
+    bx, by = backdoor_data(x, y, target=0, fraction=0.5, seed=1, client=2)
+    poisoned = by == 0
+    assert poisoned.sum() == 3
+    assert np.all(bx[poisoned].reshape(3, -1).sum(axis=1) > 0) and bx[~poisoned].sum() == 0
+    bx2, by2 = backdoor_data(x, y, target=0, fraction=0.5, seed=1, client=2)
+    np.testing.assert_array_equal(by, by2)             # seeded
+    # ASR: triggered non-target images classified as the target
+    assert attack_success_rate(lambda imgs: np.zeros(len(imgs), int), x, y, 0) == 1.0
+    assert attack_success_rate(lambda imgs: np.ones(len(imgs), int), np.zeros((7, 28, 28, 1)), np.r_[y, 0], 0) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        stamp_trigger(np.zeros((2, 28, 28)))
+    with pytest.raises(ValueError, match="no image outside"):
+        attack_success_rate(lambda imgs: imgs, x, np.zeros(6, int), 0)
+
+
+def test_backdoor_and_within_norm_attackers():
+    from data_utils.attacks import ClientBehaviour
+    from data_utils.clients import ClientArrays, sample_clients
+    from data_utils.fedavg import FedAvgConfig
+    from data_utils.models import build_model
+    from data_utils.robust import update_norms
+    from data_utils.training import client_trainer
+
+    rng = np.random.default_rng(1)
+    x = rng.random((90, 28, 28, 1), dtype=np.float32)
+    clients = ClientArrays(x, rng.integers(0, 10, 90), [np.arange(i * 30, (i + 1) * 30) for i in range(3)])
+    cfg = FedAvgConfig(rounds=1, batch_size=10, seed=2)
+    w0 = build_model("cnn_small", seed=1).get_weights()
+    model = client_trainer("cnn_small", (28, 28, 1), 10, cfg.client_lr)
+    c = int(sample_clients(3, 3, 1, 2)[0])
+    delta = lambda ws: [[w - g for w, g in zip(ws, w0)]]
+    honest = ClientBehaviour(model, clients, cfg, 10)
+    boosted = ClientBehaviour(model, clients, cfg, 10, malicious=[c], attack="backdoor", boost=10.0)
+    inside = ClientBehaviour(model, clients, cfg, 10, malicious=[c], attack="backdoor", boost=10.0,
+                             within_norm=True)
+    h, b, i = (update_norms(delta(hook(c, w0)))[0] for hook in (honest, boosted, inside))
+    assert b > 5 * h                                  # the boosted backdoor stands out
+    assert i == pytest.approx(h, rel=1e-3)            # the stealthy one has an honest norm
+    assert inside.log[0]["event"] == "backdoor" and inside.log[0]["norm"] == pytest.approx(i, rel=1e-4)
+    with pytest.raises(ValueError, match="target"):
+        ClientBehaviour(model, clients, cfg, 10, malicious=[c], attack="backdoor", target=10)
+    with pytest.raises(ValueError, match="within_norm"):
+        ClientBehaviour(model, clients, cfg, 10, within_norm="yes")
+
+
+# ---- notebook 07's hand-written aggregators are the package's ---------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def robust_lesson():
+    """Execute the cells of notebook 07 tagged ``robust-lesson`` (its robust aggregators), in order."""
+    nb_path = ROOT / "notebooks" / "07_robustness.ipynb"
+    cells = [c for c in json.loads(nb_path.read_text())["cells"]
+             if "robust-lesson" in c.get("metadata", {}).get("tags", [])]
+    assert cells, "notebook 07 must tag its hand-written aggregator cells robust-lesson"
+    namespace: dict = {}
+    for cell in cells:
+        exec(compile("".join(cell["source"]), "notebook-07-robust-lesson", "exec"), namespace)
+    return namespace
+
+
+LESSON = robust_lesson()
+
+
+def assert_same(ours, theirs, inputs=None):
+    """Equal up to float32 rounding of the inputs (the package rounds its results to float32)."""
+    big = max([1.0] + [float(np.abs(w).max()) for d in inputs or [] for w in d])
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert np.shape(a) == np.shape(b)
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6 * big)
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 12), seed=st.integers(0, 2**31), scale=st.floats(1e-3, 100),
+       trim=st.floats(0, 0.49), clip=st.one_of(st.none(), st.floats(1e-3, 50)),
+       outlier=st.floats(-1e4, 1e4))
+def test_notebook_aggregators_equal_the_package(n, seed, scale, trim, clip, outlier):
+    rng = np.random.default_rng(seed)
+    ds = updates(rng, n, scale=scale)
+    ds[0] = [w + np.float32(outlier) for w in ds[0]]        # one client far off
+    counts = rng.integers(1, 500, n)
+    assert_same(LESSON["plain_mean"](ds, counts), plain_mean(ds, counts), ds)
+    assert_same(LESSON["plain_mean"](ds), plain_mean(ds), ds)
+    assert_same(LESSON["coordinate_median"](ds, counts), coordinate_median(ds, counts), ds)
+    assert_same(LESSON["trimmed_mean"](ds, counts, trim_fraction=trim), trimmed_mean(ds, counts, trim_fraction=trim), ds)
+    assert_same(LESSON["norm_clipped_mean"](ds, counts, clip_norm=clip), norm_clipped_mean(ds, counts, clip_norm=clip), ds)
+    assert LESSON["update_norm"](ds[0]) == pytest.approx(update_norms(ds)[0], rel=1e-9)
+
+
+def test_notebook_trimmed_mean_keeps_the_package_rounding():
+    ds = [[np.array([float(v)])] for v in range(9)]
+    for n in (2, 3, 9, 10):
+        for trim in (0.0, 0.1, 0.2, 0.3, 0.45):
+            assert_same(LESSON["trimmed_mean"](ds[:n], trim_fraction=trim), trimmed_mean(ds[:n], trim_fraction=trim))
+
+
+def test_attack_job_uses_the_given_aggregator_and_trainer():
+    from data_utils.jobs import fedavg_under_attack_job
+    from data_utils.training import client_trainer
+
+    with pytest.raises(ValueError, match="ATTACK must be one of"):
+        fedavg_under_attack_job({"SMOKE": True, "ROUNDS": 1, "ATTACK": "model_replacement"})
+    calls = []
+
+    def median_spy(deltas, counts):
+        calls.append(len(deltas))
+        return coordinate_median(deltas, counts)
+
+    params = {"SMOKE": True, "ROUNDS": 2, "NUM_CLIENTS": 4, "MALICIOUS": [1], "ATTACK": "backdoor",
+              "WITHIN_NORM": True, "EVERY_ROUND": False, "AGGREGATOR": "median", "CLIENT_LR": 0.05,
+              "CLIENTS_PER_ROUND": 4}
+    trainer = client_trainer("cnn_small", (28, 28, 1), 10, 0.05)
+    out = fedavg_under_attack_job(params, aggregate=median_spy, trainer=trainer)
+    assert calls == [4, 4]
+    assert len(out["test_accuracy"]) == 1 and len(out["attack_success_rate"]) == 1   # the last round only
+    assert 0 <= out["attack_success_rate"][0] <= 1
+    assert {e["event"] for e in out["events"]} == {"honest", "backdoor"}
+    with pytest.raises(ValueError, match="trainer was built for"):
+        fedavg_under_attack_job(params, trainer=client_trainer("cnn_small", (28, 28, 1), 10, 0.2))
