@@ -196,10 +196,10 @@ def test_combinations():
         check_notebook_params("07", dict(d07, NUM_CLIENTS=4, CLIENTS_PER_ROUND=5))
     with pytest.raises(ValueError, match=r"NUM_CLIENTS must be .* TRAIN_LIMIT=900\), got 100"):
         check_notebook_params("07", dict(d07, NUM_CLIENTS=100, TRAIN_LIMIT=900, SMOKE=False))
-    # 400 clients fit the 6,000 images of TRAIN_LIMIT, not the 3,000 of a smoke run
-    check_notebook_params("07", dict(d07, NUM_CLIENTS=400, SMOKE=False))
+    # 400 clients fit 6,000 images of TRAIN_LIMIT, not the 3,000 of a smoke run
+    check_notebook_params("07", dict(d07, NUM_CLIENTS=400, TRAIN_LIMIT=6000, SMOKE=False))
     with pytest.raises(ValueError, match=r"NUM_CLIENTS must .*as in a smoke run\), got 400"):
-        check_notebook_params("07", dict(d07, NUM_CLIENTS=400, SMOKE=True))
+        check_notebook_params("07", dict(d07, NUM_CLIENTS=400, TRAIN_LIMIT=6000, SMOKE=True))
     # the DP job draws its clients from the whole training set, as DP_NUM_CLIENTS
     with pytest.raises(ValueError, match=r"DP_NUM_CLIENTS must be an integer in \[1, 6000\], got 7000"):
         check_notebook_params("06", dict(d06, DP_NUM_CLIENTS=7000))
