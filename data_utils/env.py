@@ -130,6 +130,26 @@ def read_results(notebook: str, directory: str | os.PathLike | None = None) -> d
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def say(*parts, width: int = 100) -> None:
+    """``print`` for sentences: each line longer than ``width`` characters is wrapped at word
+    boundaries, so a computed conclusion reads at Colab's width (shorter lines, such as table
+    rows, are printed as they are).
+
+        >>> say("short line")
+        short line
+        >>> say("word " * 30, width=40)
+        word word word word word word word word
+        word word word word word word word word
+        word word word word word word word word
+        word word word word word word
+    """
+    import textwrap
+
+    text = " ".join(str(p) for p in parts)
+    print("\n".join(textwrap.fill(line, width) if len(line) > width else line
+                    for line in text.split("\n")))
+
+
 class Stopwatch:
     """Wall-clock seconds of named steps: ``with watch("baseline"): ...``; ``watch.seconds``."""
 

@@ -317,7 +317,8 @@ def load_or_make_partition(path: str | os.PathLike, labels, **kwargs) -> tuple[P
             changed = sorted(k for k in set(saved.params) | set(wanted)
                              if saved.params.get(k) != wanted.get(k))
             status = "recreated: saved with other parameters (" + ", ".join(
-                f"{k}: {saved.params.get(k)!r} -> {wanted.get(k)!r}" for k in changed) + ")"
+                f"{k}: {saved.params.get(k)!r} -> {wanted.get(k)!r}" if len(repr(wanted.get(k))) < 20 else k
+                for k in changed) + ")"
     partition = make_partition(labels, **kwargs)
     partition.save(path)
     return partition, status
