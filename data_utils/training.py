@@ -103,6 +103,24 @@ _LOOPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 atexit.register(_LOOPS.clear)
 
 
+class _NoRetracingWarning:
+    """A logging filter for TensorFlow's "N out of the last M calls ... triggered tf.function
+    retracing" warning: every :class:`Trainer` compiles its own loop (one per model and
+    optimizer), so a notebook that makes several (notebook 05's heterogeneity runs) trips
+    TensorFlow's heuristic although nothing retraces in a loop."""
+
+    def filter(self, record) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _quiet_retracing_warning() -> None:
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _NoRetracingWarning) for f in logger.filters):
+        logger.addFilter(_NoRetracingWarning())
+
+
 class Trainer:
     """One compiled Keras model and optimizer, reused for many trainings.
 
@@ -196,6 +214,8 @@ class Trainer:
         variables = model.trainable_variables
         if not optimizer.variables:
             optimizer.build(variables)
+
+        _quiet_retracing_warning()
 
         @tf.function(reduce_retracing=True)
         def loop(x, y, bounds):

@@ -253,7 +253,8 @@ def test_header_points_badges_and_clone_at_the_given_repo_and_is_idempotent(tmp_
     nb = nbformat.reads(once, as_version=4)
     assert "colab.research.google.com/github/someone/their-fork/blob/v2.0/notebooks/" \
            "00_environment_check.ipynb" in nb.cells[0].source
-    assert 'COURSE_REPO, COURSE_REF = "someone/their-fork", "v2.0"' in nb.cells[1].source
+    assert 'COURSE_REPO, COURSE_REF, NEEDS_TFF = "someone/their-fork", "v2.0", True' in nb.cells[1].source
+    assert len(nb.cells[1].source.rstrip("\n").splitlines()) <= 12   # issue 14: a setup cell of at most 12 lines
     assert nb.cells[0].source.startswith("# 00 · Environment check\n")
     assert [c.metadata.get("tags") for c in nb.cells[:2]] == [["course-header"], ["course-setup"]]
     compile(nb.cells[1].source, "setup-cell", "exec")  # the template renders to valid Python
@@ -271,7 +272,7 @@ def test_an_untagged_title_cell_becomes_the_header_once(tmp_path):
     cells = nbformat.read(path, as_version=4).cells
     assert len(cells) == 3 and cells[0].source.startswith("# 09 · Something new")
     assert cells[2].source == "x = 1"
-    assert "NEEDS_TFF = False" in cells[1].source
+    assert '"a/b", "main", False' in cells[1].source   # COURSE_REPO, COURSE_REF, NEEDS_TFF
 
 
 @pytest.mark.parametrize("repo", ["", "noslash", "a/b/c", "a b/c", "../x"])
