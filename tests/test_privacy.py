@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from data_utils.privacy import (accounting_noise_multiplier, dp_epsilon, epsilon_record, noise_for_epsilon,
                                 noise_std_of_mean, rdp_epsilon_floor)
 
+# numpy 2 (the Python 3.13 stage) renamed trapz to trapezoid
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
 ROOT = Path(__file__).resolve().parent.parent
 NB06 = ROOT / "notebooks" / "06_privacy_and_secure_aggregation.ipynb"
 
@@ -47,7 +50,7 @@ def test_epsilon_without_sampling_matches_the_analytic_gaussian_mechanism(sigma,
 
 def _hockey_stick(p, q, eps, x):
     """delta(eps) = integral of max(0, p - e^eps q) on the grid x (densities p, q on x)."""
-    return float(np.trapz(np.maximum(p - math.exp(eps) * q, 0.0), x))
+    return float(_trapezoid(np.maximum(p - math.exp(eps) * q, 0.0), x))
 
 
 @pytest.mark.parametrize("z, m, n", [(2.0, 30, 600), (4.0, 10, 100), (1.0, 3, 10)])
