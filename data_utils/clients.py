@@ -48,6 +48,20 @@ def epoch_orders(n: int, epochs: int, seed: int, round_num: int, client: int) ->
     return [rng.permutation(n) for _ in range(epochs)]
 
 
+def training_order(n: int, epochs: int, batch_size: int | None, seed: int, round_num: int = 0,
+                   client: int = 0) -> tuple[np.ndarray, int]:
+    """A client's example order for one round (its ``epochs`` seeded permutations of
+    ``range(n)``, one after the other, as int64) and its batch size (``None``: the full batch),
+    checked: what :func:`client_batches` and TFF's client datasets
+    (:func:`data_utils.tff_fedavg.compact_client_dataset`) both batch."""
+    epochs = check_int("local epochs", epochs, low=1)
+    batch_size = check_int("batch_size (None: full batch)", batch_size, low=1, allow_none=True)
+    if n == 0:
+        raise ValueError("a client with no examples cannot train")
+    order = np.concatenate(epoch_orders(n, epochs, seed, round_num, client)).astype(np.int64)
+    return order, n if batch_size is None else int(batch_size)
+
+
 @dataclass(frozen=True)
 class ClientBatches:
     """A client's local training for one round, as arrays: the examples of every local epoch in
@@ -82,13 +96,8 @@ def client_batches(x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int | 
     order, batched within each epoch (a batch never mixes two epochs; ``batch_size=None``: one
     full batch per epoch, i.e. FedSGD). Deterministic: TFF and the manual loop get identical
     batches."""
-    epochs = check_int("local epochs", epochs, low=1)
-    batch_size = check_int("batch_size (None: full batch)", batch_size, low=1, allow_none=True)
     n = len(x)
-    if n == 0:
-        raise ValueError("a client with no examples cannot train")
-    bs = n if batch_size is None else int(batch_size)
-    order = np.concatenate(epoch_orders(n, epochs, seed, round_num, client))
+    order, bs = training_order(n, epochs, batch_size, seed, round_num, client)
     starts = np.arange(0, n, bs)
     one_epoch = np.stack([starts, np.minimum(starts + bs, n)], axis=1)
     bounds = np.concatenate([one_epoch + e * n for e in range(epochs)]).astype(np.int64)

@@ -22,11 +22,10 @@ from typing import Callable
 import numpy as np
 
 from .aggregation import Weights
-from .clients import ClientArrays, epoch_orders
+from .clients import ClientArrays, training_order
 from .experiment import load_data, parse_params
 from .fedavg import FedAvgConfig, RoundStep, run_rounds
 from .models import build_model
-from .validate import check_int
 
 
 def import_tff():
@@ -131,13 +130,8 @@ def compact_client_dataset(x: np.ndarray, y: np.ndarray, epochs: int, batch_size
     images are copied per epoch (about 8,600 Fashion-MNIST images x 5 epochs)."""
     import tensorflow as tf
 
-    epochs = check_int("local epochs", epochs, low=1)
-    batch_size = check_int("batch_size (None: full batch)", batch_size, low=1, allow_none=True)
     n = len(x)
-    if n == 0:
-        raise ValueError("a client with no examples cannot train")
-    size = n if batch_size is None else int(batch_size)
-    order = np.concatenate(epoch_orders(n, epochs, seed, round_num, client)).astype(np.int64)
+    order, size = training_order(n, epochs, batch_size, seed, round_num, client)
     images, labels = tf.constant(x), tf.constant(np.asarray(y).astype("int32"))
     ds = None
     for e in range(epochs):  # batched within each epoch, as client_batches does
