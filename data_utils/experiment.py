@@ -139,7 +139,7 @@ EXPERIMENT_PARAMS = tuple(f.upper() for f in Experiment.__dataclass_fields__)
 FEDAVG_PARAMS: dict[str, Any] = {
     "ROUNDS": 10,
     "CLIENTS_PER_ROUND": 2,      # None: every client, every round
-    "LOCAL_EPOCHS": 5,
+    "LOCAL_EPOCHS": 1,
     "BATCH_SIZE": 20,            # None: one full batch per local epoch (FedSGD with LOCAL_EPOCHS=1)
     "CLIENT_LR": 0.1,
     "CLIENT_LR_SCHEDULE": "cosine",  # or "constant"

@@ -143,7 +143,7 @@ def tff_fedavg_job(params: dict, progress: Callable[[dict], None] | None = None,
     after every round with that round's row (plus ``"rounds"``, the total). ``process``: an
     already built process from :func:`build_process` (saves building it twice in-process).
     The result holds only JSON values and NumPy arrays."""
-    from .tff_fedavg import (JOB_OPTIONS, build_process, federated_evaluation, import_tff,
+    from .tff_fedavg import (JOB_OPTIONS, build_process, compare_data_paths, federated_evaluation, import_tff,
                              run_tff_fedavg, set_state_weights, state_weights, tensorboard_round,
                              tensorboard_writer)
 
@@ -196,6 +196,7 @@ def tff_fedavg_job(params: dict, progress: Callable[[dict], None] | None = None,
         say("federated evaluation skipped: the clients have no local test split (LOCAL_TEST_FRACTION=0)")
 
     round_seconds = [float(r.seconds) for r in history]
+    data_paths = compare_data_paths(process, state, clients, cfg) if opts["COMPARE_DATA_PATHS"] and history else None
     return {
         "params": {k: v for k, v in params.items()},
         "experiment": exp.as_dict(),
@@ -205,6 +206,7 @@ def tff_fedavg_job(params: dict, progress: Callable[[dict], None] | None = None,
         "final_test_accuracy": float(history[-1].metrics["test_accuracy"]) if history else
         float(evaluator(final)["test_accuracy"]),
         "fed_eval": fed_eval,
+        "data_paths": data_paths,
         "timings": {"build_seconds": build_seconds, "initialize_seconds": initialize_seconds,
                     "round_seconds": round_seconds,
                     "median_round_seconds": float(np.median(round_seconds)) if round_seconds else None,

@@ -88,7 +88,8 @@ def get_tff_fedavg(job_params: Mapping, log: Callable[[str], None] = print,
     try:
         with warnings.catch_warnings():  # TFF's dependencies import pkg_resources (harmless, noisy)
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-            result = tff_fedavg_job(dict(job_params, FED_EVAL=False, TENSORBOARD_DIR=None), progress=tick, log=log)
+            result = tff_fedavg_job(dict(job_params, FED_EVAL=False, TENSORBOARD_DIR=None, COMPARE_DATA_PATHS=False),
+                                    progress=tick, log=log)
     except Exception as err:  # noqa: BLE001 - the notebook's row says why, in a sentence, instead of a traceback
         message = str(err).strip().splitlines()[-1][:300] if str(err).strip() else ""
         return None, None, (f"not available: training TFF's FedAvg here failed ({type(err).__name__}: {message}). "

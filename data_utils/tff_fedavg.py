@@ -16,6 +16,13 @@ that both give the same weights and accuracy round by round.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +33,7 @@ from .clients import ClientArrays, training_order
 from .experiment import load_data, parse_params
 from .fedavg import FedAvgConfig, RoundStep, run_rounds
 from .models import build_model
+from .validate import check_choice
 
 
 def import_tff():
@@ -152,18 +160,30 @@ def federated_data(clients: ClientArrays, sampled, cfg: FedAvgConfig, round_num:
 
 def run_tff_fedavg(process, state, clients: ClientArrays, cfg: FedAvgConfig,
                    evaluate: Callable[[Weights], dict] | None = None, progress: bool = True,
-                   desc: str = "TFF FedAvg", on_round: Callable | None = None):
+                   desc: str = "TFF FedAvg", on_round: Callable | None = None,
+                   data_path: str = "files"):
     """Run ``cfg.rounds`` rounds of ``process.next`` on the sampled clients, in the same
     :func:`~data_utils.fedavg.run_rounds` loop (same sampling) as the hand-written FedAvg.
     Returns the final state and per-round history (train loss/accuracy from TFF, plus
-    ``evaluate(weights)``)."""
+    ``evaluate(weights)``).
+
+    ``data_path="files"`` (the default) sends client ids and lets TFF's worker read each client's
+    data from files (:class:`ClientFiles`, :func:`with_client_files`); ``"datasets"`` ships each
+    sampled client's ``tf.data`` dataset from Python every round (:func:`federated_data`). Both
+    train on the same batches in the same order."""
+    check_choice("data_path", data_path, DATA_PATHS)
+    files, runner = (_files_and_process(process, clients, cfg) if data_path == "files"
+                     else (None, process))
 
     def step(state, sampled, r):
         if cfg.client_lr_schedule != "constant":  # the client learning rate lives in the state
             hparams = process.get_hparams(state)
             hparams["client_work"]["learning_rate"] = np.float32(cfg.client_lr_for_round(r))
             state = process.set_hparams(state, hparams)
-        result = process.next(state, federated_data(clients, sampled, cfg, r))
+        data = files.round_ids(sampled, r) if files is not None else federated_data(clients, sampled, cfg, r)
+        result = runner.next(state, data)
+        if files is not None:
+            files.end_round()
         train = result.metrics["client_work"]["train"]
         return RoundStep(result.state, int(sum(len(clients.indices[c]) for c in sampled)),
                          {"train_loss": float(train["loss"]),
@@ -171,6 +191,29 @@ def run_tff_fedavg(process, state, clients: ClientArrays, cfg: FedAvgConfig,
 
     return run_rounds(state, len(clients), cfg, step, weights_of=lambda s: state_weights(process, s),
                       evaluate=evaluate, on_round=on_round, progress=progress, desc=desc)
+
+
+# How a round's client data reaches TFF: ids read from files inside the worker, or shipped datasets.
+DATA_PATHS = ("files", "datasets")
+_COMPOSED: dict = {}  # (process, clients, local training) -> (process, clients, files, composed process)
+
+
+def _composed_key(process, clients: ClientArrays, cfg: FedAvgConfig) -> tuple:
+    return (id(process), id(clients), cfg.local_epochs, cfg.batch_size, cfg.seed)
+
+
+def _files_and_process(process, clients: ClientArrays, cfg: FedAvgConfig):
+    """The :class:`ClientFiles` and composed process for this process, clients and local
+    training, made once and reused (composing builds a new TFF computation)."""
+    key = _composed_key(process, clients, cfg)
+    hit = _COMPOSED.get(key)
+    if hit is None or hit[0] is not process or hit[1] is not clients:
+        files = ClientFiles(clients, cfg.local_epochs, cfg.batch_size, cfg.seed)
+        hit = (process, clients, files, with_client_files(process, files))
+        while len(_COMPOSED) >= 4:
+            _COMPOSED.pop(next(iter(_COMPOSED)))[2].close()
+        _COMPOSED[key] = hit
+    return hit[2], hit[3]
 
 
 def build_process(params: dict):
@@ -187,6 +230,7 @@ JOB_OPTIONS = {
     "FED_EVAL": True,            # federated evaluation on the clients' local test splits
     "EVAL_BATCH_SIZE": 500,
     "TENSORBOARD_DIR": None,     # write TensorBoard event files here (relative: to the repo root)
+    "COMPARE_DATA_PATHS": True,  # after training, time one round with shipped datasets vs client ids
 }
 
 
@@ -211,6 +255,187 @@ def federated_evaluation(model_name: str, input_shape, num_classes: int, weights
     return {"accuracy": float(metrics["sparse_categorical_accuracy"]), "loss": float(metrics["loss"]),
             "num_examples": int(metrics["num_examples"]), "num_clients": len(client_data),
             "next_type_signature": str(evaluation.next.type_signature)}
+
+
+# ---- the fast path: each client's data read inside TFF's worker, not shipped every round -------
+class ClientFiles:
+    """The clients' examples written once to files that TFF's worker reads itself, so a round
+    sends client ids instead of datasets (:meth:`client_data`, :func:`with_client_files`).
+
+    Each client's images go to ``c<i>.x`` (uint8 when the images are exactly ``uint8 / 255``,
+    as Fashion-MNIST's are; else float32) and its labels to ``c<i>.y`` (int32), in
+    ``<artifacts>/tff_clients/<fingerprint>/``: the fingerprint hashes every stored byte, so a
+    partition made with the same parameters reuses its files and any other gets its own. A round
+    writes each sampled client's example order (:func:`~data_utils.clients.training_order`, the
+    hand-written loop's) to a small file the client's dataset reads, so TFF trains on exactly the
+    manual loop's batches; :meth:`round_ids` writes them and removes the previous round's.
+
+    ``epochs``, ``batch_size`` (None: the full batch) and ``seed`` are the round's local training,
+    as in :class:`~data_utils.fedavg.FedAvgConfig`."""
+
+    def __init__(self, clients: ClientArrays, epochs: int, batch_size: int | None, seed: int,
+                 directory: str | Path | None = None):
+        training_order(1, epochs, batch_size, seed)  # checks epochs and batch_size
+        self.clients, self.epochs, self.batch_size, self.seed = clients, int(epochs), batch_size, int(seed)
+        self.input_shape = tuple(clients.x.shape[1:])
+        self.directory = _write_client_files(clients, directory)
+        self.uint8 = json.loads((self.directory / "meta.json").read_text())["uint8"]
+        self.orders = Path(tempfile.mkdtemp(prefix=f"orders-{os.getpid()}-", dir=self.directory))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.orders), True)
+        self._written: list[Path] = []
+        self._client_data = None
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+    def round_ids(self, sampled, round_num: int) -> list[str]:
+        """The ids of the sampled clients for round ``round_num`` (``"c<client>/r<round>"``), after
+        writing their example orders for this round (and removing the previous round's)."""
+        self.end_round()
+        ids = []
+        for c in sampled:
+            c = int(c)
+            order, _ = training_order(len(self.clients.indices[c]), self.epochs, self.batch_size,
+                                      self.seed, round_num, c)
+            path = self.orders / f"r{int(round_num)}_c{c}.i32"
+            tmp = path.with_suffix(".tmp")
+            order.astype("<i4").tofile(tmp)
+            os.replace(tmp, path)  # a reader never sees half a file
+            self._written.append(path)
+            ids.append(f"c{c}/r{int(round_num)}")
+        return ids
+
+    def end_round(self) -> None:
+        """Remove the order files of the last round (the worker has read them)."""
+        for path in self._written:
+            path.unlink(missing_ok=True)
+        self._written = []
+
+    def close(self) -> None:
+        """Remove this object's order files (the clients' example files stay for reuse)."""
+        self._written = []
+        self._finalizer()
+
+    def dataset_fn(self):
+        """``client id -> tf.data.Dataset`` in TensorFlow ops only (TFF runs it inside its worker):
+        read the client's images, labels and this round's order from files, batch the order
+        within each epoch, gather each batch's examples (as :func:`compact_client_dataset`)."""
+        import tensorflow as tf
+
+        folder, orders = str(self.directory), str(self.orders)
+        shape, epochs, batch_size, uint8 = self.input_shape, self.epochs, self.batch_size, self.uint8
+
+        def dataset(client_id):
+            client, rnd = tf.strings.split(client_id, "/")[0], tf.strings.split(client_id, "/")[1]
+            raw = tf.io.read_file(tf.strings.join([folder, "/", client, ".x"]))
+            x = (tf.cast(tf.io.decode_raw(raw, tf.uint8), tf.float32) / 255.0 if uint8
+                 else tf.io.decode_raw(raw, tf.float32))
+            x = tf.reshape(x, (-1, *shape))
+            y = tf.io.decode_raw(tf.io.read_file(tf.strings.join([folder, "/", client, ".y"])), tf.int32)
+            order = tf.io.decode_raw(tf.io.read_file(
+                tf.strings.join([orders, "/", rnd, "_", client, ".i32"])), tf.int32)
+            n = tf.cast(tf.size(y), tf.int64)
+            size = n if batch_size is None else tf.constant(batch_size, tf.int64)
+            batches = tf.data.Dataset.range(epochs).flat_map(   # batched within each epoch
+                lambda e: tf.data.Dataset.from_tensor_slices(order[e * n:(e + 1) * n]).batch(size))
+            return batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+
+        return dataset
+
+    def client_data(self):
+        """The clients as a ``tff.simulation.datasets.ClientData`` whose ``dataset_computation``
+        (a TFF computation ``str -> dataset``) builds a client's round dataset from its id."""
+        if self._client_data is None:
+            tff = import_tff()
+            probe = self.round_ids([0], 0)  # ClientData builds one dataset to learn its type
+            self._client_data = tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
+                probe, self.dataset_fn())
+            self.end_round()
+        return self._client_data
+
+
+def compare_data_paths(process, state, clients: ClientArrays, cfg: FedAvgConfig, round_num: int = 1) -> dict:
+    """One round of ``process`` from ``state`` both ways (the new state is dropped): with the
+    sampled clients' datasets shipped from Python (:func:`federated_data`) and with client ids read
+    from files (:func:`with_client_files`, as :func:`run_tff_fedavg` trains), each timed after a
+    warm-up call (TFF compiles a computation on its first call). Returns the seconds of each and the bytes Python hands TFF:
+    the serialized datasets (their images embedded as constants) against the ids."""
+    from .clients import num_sampled, sample_clients
+
+    sampled = sample_clients(len(clients), num_sampled(len(clients), cfg.client_fraction, cfg.clients_per_round),
+                             round_num, cfg.seed)
+    datasets = federated_data(clients, sampled, cfg, round_num)
+    shipped_bytes = sum(len(ds._as_serialized_graph().numpy()) for ds in datasets)
+    warm = _composed_key(process, clients, cfg) in _COMPOSED  # composed and run by the training
+    files, composed = _files_and_process(process, clients, cfg)
+    # TFF compiles a computation on its first call: a warm-up call first, with one batch per client
+    # for the shipped datasets, with the full round for a composed process not run before.
+    process.next(state, [ds.take(1) for ds in datasets])
+    seconds = {}
+    start = time.perf_counter()
+    process.next(state, federated_data(clients, sampled, cfg, round_num))
+    seconds["datasets"] = time.perf_counter() - start
+    for _ in range(1 if warm else 2):
+        start = time.perf_counter()
+        composed.next(state, files.round_ids(sampled, round_num))
+        files.end_round()
+        seconds["files"] = time.perf_counter() - start
+    ids = [f"c{int(c)}/r{int(round_num)}" for c in sampled]
+    return {"clients": [int(c) for c in sampled], "round": int(round_num),
+            "examples": int(sum(len(clients.indices[c]) for c in sampled)) * cfg.local_epochs,
+            "datasets_seconds": seconds["datasets"], "files_seconds": seconds["files"],
+            "datasets_bytes": int(shipped_bytes), "ids_bytes": int(sum(len(i.encode()) for i in ids)),
+            "files_mb": round(sum(f.stat().st_size for f in files.directory.glob("c*.*")) / 1e6, 2)}
+
+
+def _fingerprint(parts) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _write_client_files(clients: ClientArrays, directory=None) -> Path:
+    """Write every client's examples (see :class:`ClientFiles`) unless files with the same
+    fingerprint are there; returns their folder."""
+    from .artifacts import artifacts_dir
+
+    x8 = np.round(clients.x * 255.0).astype(np.uint8)
+    uint8 = bool(clients.x.dtype == np.float32 and np.array_equal(x8.astype(np.float32) / np.float32(255.0), clients.x))
+    xs = x8 if uint8 else clients.x.astype("<f4")
+    stored = [(xs[idx], clients.y[idx].astype("<i4")) for idx in clients.indices]
+    key = _fingerprint([np.array(xs.shape[1:]), np.array([uint8])] + [a for pair in stored for a in pair]
+                       + [np.array([len(i) for i in clients.indices])])
+    root = Path(directory) if directory is not None else artifacts_dir() / "tff_clients"
+    folder = root / key
+    if (folder / "meta.json").is_file():
+        return folder
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=_mkdir(root)))
+    for c, (x, y) in enumerate(stored):
+        x.tofile(tmp / f"c{c}.x")
+        y.tofile(tmp / f"c{c}.y")
+    (tmp / "meta.json").write_text(json.dumps({"clients": len(stored), "uint8": uint8,
+                                               "input_shape": list(xs.shape[1:])}))
+    try:
+        os.rename(tmp, folder)  # atomic: another process either finds it whole or not at all
+    except OSError:  # another process wrote the same files first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def with_client_files(process, client_files: ClientFiles):
+    """``process`` composed with ``client_files``' dataset computation
+    (``tff.simulation.compose_dataset_computation_with_learning_process``): the same learning
+    process, whose ``next`` takes client ids (``{str}@CLIENTS``) and builds each client's dataset
+    inside TFF's worker."""
+    tff = import_tff()
+    return tff.simulation.compose_dataset_computation_with_learning_process(
+        client_files.client_data().dataset_computation, process)
 
 
 # ---- type signatures, readable --------------------------------------------------------------------

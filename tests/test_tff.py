@@ -108,6 +108,7 @@ CHILD = textwrap.dedent("""
             "state_fields": result["state_fields"],
             "train_loss": [r["train_loss"] for r in result["history"]],
             "client_lrs": [r.get("client_lr") for r in result["history"]],
+            "data_paths": result["data_paths"],
             "json_ok": bool(json.dumps({k: v for k, v in result.items()
                                         if k not in ("initial_weights", "final_weights")})),
         }
@@ -151,7 +152,7 @@ def test_tff_fedavg_equals_manual_fedavg(tmp_path):
         "defaults": dict(common),
         "dirichlet": dict(common, NUM_CLIENTS=7, PARTITION="dirichlet", ALPHA=0.5, SEED=123,
                           CLIENTS_PER_ROUND=4, LOCAL_EPOCHS=2, SERVER_LR=0.8, FED_EVAL=False,
-                          CLIENT_LR_SCHEDULE="cosine", CLIENT_MOMENTUM=0.9),
+                          CLIENT_LR_SCHEDULE="cosine", CLIENT_MOMENTUM=0.9, COMPARE_DATA_PATHS=False),
     }
     out = run_child(params, tmp_path)
     for name, res in out.items():
@@ -177,6 +178,11 @@ def test_tff_fedavg_equals_manual_fedavg(tmp_path):
     fed = out["defaults"]["fed_eval"]
     assert fed["num_clients"] == 10 and 0.3 < fed["accuracy"] <= 1.0 and fed["num_examples"] > 0
     assert out["dirichlet"]["fed_eval"] is None
+    # the job trained with client ids read from files and timed one round each way: the shipped
+    # datasets carry the images (about 4 bytes per pixel), the ids a few bytes per client
+    paths, ids_only = out["defaults"]["data_paths"], out["dirichlet"]["data_paths"]
+    assert ids_only is None and paths["ids_bytes"] < 100 < 3 * 784 * paths["examples"] < paths["datasets_bytes"]
+    assert paths["datasets_seconds"] > 0 and paths["files_seconds"] > 0
     lrs = out["dirichlet"]["client_lrs"]
     assert lrs[0] == 0.05 and lrs[0] > lrs[1] > lrs[2] > 0  # the cosine schedule reached TFF's state
     assert list((tmp_path / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
@@ -314,3 +320,72 @@ def test_compact_client_dataset_gives_the_same_batches_and_stays_small():
     assert size < 40e6, size   # the images once (27 MB); copied per epoch they were 135 MB
     with pytest.raises(ValueError, match="no examples"):
         compact_client_dataset(x[:0], y[:0], 1, 20, 0)
+
+
+# ---- the fast path: clients' data read by TFF's worker from files ---------------------------------
+def _batches_from_files(files, client, round_num):
+    import tensorflow as tf
+
+    files.round_ids([client], round_num)
+    return list(files.dataset_fn()(tf.constant(f"c{client}/r{round_num}")))
+
+
+@pytest.mark.parametrize("exact_uint8", [True, False])
+def test_client_files_give_the_hand_written_loops_batches(tmp_path, exact_uint8):
+    """The dataset TFF's worker builds from a client's files holds exactly the batches the manual
+    loop trains on (client_dataset): same examples, same order, same batch bounds, same float32
+    values, whether the images are stored as uint8 (exactly k/255, as Fashion-MNIST) or float32."""
+    from data_utils.clients import ClientArrays, client_dataset
+    from data_utils.tff_fedavg import ClientFiles
+
+    rng = np.random.default_rng(1)
+    x = (rng.integers(0, 256, (90, 4, 4, 1)) / np.float32(255)).astype(np.float32)
+    if not exact_uint8:
+        x = x + np.float32(1e-3)  # no longer k/255: stored as float32
+    y = rng.integers(0, 10, 90)
+    clients = ClientArrays(x, y, [np.arange(0, 53), np.arange(53, 90)])
+    for epochs, batch in [(1, 20), (3, 7), (2, None)]:
+        files = ClientFiles(clients, epochs, batch, seed=5, directory=tmp_path / "files")
+        assert files.uint8 is exact_uint8
+        for client, round_num in [(0, 2), (1, 4)]:
+            ours = _batches_from_files(files, client, round_num)
+            theirs = list(client_dataset(*clients[client], epochs, batch, 5, round_num, client))
+            assert len(ours) == len(theirs) > 0
+            for (xa, ya), (xb, yb) in zip(ours, theirs):
+                assert np.array_equal(xa.numpy(), xb.numpy()) and np.array_equal(ya.numpy(), yb.numpy())
+        files.close()
+        assert not files.orders.exists()  # the round order files go with the object
+
+
+def test_client_files_are_written_once_per_partition(tmp_path):
+    """The same clients reuse their files (one folder per fingerprint, untouched); other clients get
+    their own folder; a round's order files are removed when the next round starts."""
+    from data_utils.clients import ClientArrays
+    from data_utils.tff_fedavg import ClientFiles
+
+    rng = np.random.default_rng(2)
+    x, y = (rng.integers(0, 256, (40, 3, 3, 1)) / np.float32(255)).astype(np.float32), rng.integers(0, 3, 40)
+    first = ClientFiles(ClientArrays(x, y, [np.arange(20), np.arange(20, 40)]), 1, 5, 0, tmp_path)
+    stamp = (first.directory / "c0.x").stat().st_mtime_ns
+    again = ClientFiles(ClientArrays(x, y, [np.arange(20), np.arange(20, 40)]), 2, 4, 1, tmp_path)
+    other = ClientFiles(ClientArrays(x, y, [np.arange(10), np.arange(10, 40)]), 1, 5, 0, tmp_path)
+    assert again.directory == first.directory and (first.directory / "c0.x").stat().st_mtime_ns == stamp
+    assert other.directory != first.directory
+    assert first.round_ids([1, 0], 3) == ["c1/r3", "c0/r3"]
+    assert sorted(p.name for p in first.orders.iterdir()) == ["r3_c0.i32", "r3_c1.i32"]
+    first.round_ids([0], 4)
+    assert [p.name for p in first.orders.iterdir()] == ["r4_c0.i32"]
+
+
+def test_client_files_and_tff_runs_reject_bad_input(tmp_path):
+    from data_utils.clients import ClientArrays
+    from data_utils.fedavg import FedAvgConfig
+    from data_utils.tff_fedavg import ClientFiles, run_tff_fedavg
+
+    clients = ClientArrays(np.zeros((20, 2, 2, 1), np.float32), np.zeros(20, int), [np.arange(20)])
+    with pytest.raises(ValueError, match="local epochs"):
+        ClientFiles(clients, 0, 5, 0, tmp_path)
+    with pytest.raises(ValueError, match="batch_size"):
+        ClientFiles(clients, 1, 0, 0, tmp_path)
+    with pytest.raises(ValueError, match=r"data_path must be one of 'files', 'datasets', got 'ids'"):
+        run_tff_fedavg(None, None, clients, FedAvgConfig(rounds=1), data_path="ids")
