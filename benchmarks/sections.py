@@ -5,6 +5,8 @@
 loader; nothing here re-implements FedAvg."""
 from __future__ import annotations
 
+import os
+
 import time
 from dataclasses import replace
 
@@ -16,9 +18,12 @@ from .settings import Algorithm, Settings
 
 # What a profile breaks a round into: label -> substring of "file:line(function)".
 WATCH = {
-    "tff": {"whole round": "(run_tff_fedavg)", "building client datasets": "(federated_data)",
+    "tff": {"whole round": "(run_tff_fedavg)", "writing the round's orders (client ids)": "(round_ids)",
             "process.next (worker_binary)": "computation_impl.py:143(__call__)",
             "reading weights back": "(state_weights)"},
+    "tff_datasets": {"whole round": "(run_tff_fedavg)", "building client datasets": "(federated_data)",
+                     "process.next (worker_binary)": "computation_impl.py:143(__call__)",
+                     "reading weights back": "(state_weights)"},
     "manual": {"whole round": "(run_fedavg)", "building client batches": "(client_batches)",
                "Trainer.run (set weights, compiled SGD loop, get weights)": ("data_utils/training.py", "(run)"),
                "averaging": "(weighted_average)"},
@@ -152,9 +157,15 @@ def overhead(s: Settings) -> dict:
                        batch_size=o.batch_size, client_lr=o.client_lr, seed=s.data.seed)
 
     def tff_round(c):
-        """Seconds as ``run_tff_fedavg`` records them (datasets + ``process.next``)."""
+        """Seconds as ``run_tff_fedavg`` records them (client ids; the worker reads the data)."""
         nonlocal state
         state, hist = run_tff_fedavg(process, state, clients, c, progress=False)
+        return hist[0].seconds
+
+    def tff_datasets_round(c):
+        """The same, with each client's dataset built in Python and shipped to the worker."""
+        nonlocal state
+        state, hist = run_tff_fedavg(process, state, clients, c, progress=False, data_path="datasets")
         return hist[0].seconds
 
     def manual_round(c):
@@ -191,21 +202,21 @@ def overhead(s: Settings) -> dict:
         compiled_weights = compiled_model.run(compiled_weights, batches)
         return time.perf_counter() - start
 
-    engines = {"tff": tff_round, "manual": manual_round, "keras_epoch": plain_epoch,
-               "compiled_epoch": compiled_epoch}
+    engines = {"tff": tff_round, "tff_datasets": tff_datasets_round, "manual": manual_round,
+               "keras_epoch": plain_epoch, "compiled_epoch": compiled_epoch}
     names = list(engines)
     wall = {n: [] for n in names}
     cpu = {n: [] for n in names}
-    worker_cpu = []
+    worker_cpu = {"tff": [], "tff_datasets": []}
     for i in range(o.warmup + o.repeats):
         c = replace(cfg, seed=s.data.seed + i)  # new batches each repeat, same amount of work
         for n in names[i % len(names):] + names[:i % len(names)]:  # rotate who goes first
             clock = common.Clock()
-            before = common.worker_cpu_seconds() if n == "tff" else 0.0
+            before = common.worker_cpu_seconds() if n in worker_cpu else 0.0
             wall[n].append(engines[n](c))
             cpu[n].append(clock.lap()[1])
-            if n == "tff":
-                worker_cpu.append(common.worker_cpu_seconds() - before)
+            if n in worker_cpu:
+                worker_cpu[n].append(common.worker_cpu_seconds() - before)
     kept = slice(o.warmup, None)
     out = {"setup": {"num_clients": o.num_clients, "per_client": o.per_client,
                      "examples_per_round": o.num_clients * o.per_client,
@@ -217,13 +228,20 @@ def overhead(s: Settings) -> dict:
                              "warmup_seconds": wall[n][:o.warmup],
                              "median_seconds": common.median(wall[n][kept]),
                              "median_cpu_seconds": common.median(cpu[n][kept])}
-    out["engines"]["tff"]["median_worker_cpu_seconds"] = common.median(worker_cpu[kept])
+    for n in worker_cpu:
+        out["engines"][n]["median_worker_cpu_seconds"] = common.median(worker_cpu[n][kept])
+        out["engines"][n]["ratio_to_manual"] = (out["engines"][n]["median_seconds"]
+                                                / out["engines"]["manual"]["median_seconds"])
+        out["engines"][n]["median_paired_ratio_to_manual"] = common.median(
+            [a / b for a, b in zip(wall[n][kept], wall["manual"][kept])])
+    out["engines"]["tff"]["goal_ratio_to_manual"] = o.goal_tff_vs_manual
+    out["engines"]["tff"]["goal_met_vs_manual"] = bool(out["engines"]["tff"]["ratio_to_manual"] <= o.goal_tff_vs_manual)
     floor = out["engines"]["keras_epoch"]
     compiled = out["engines"]["compiled_epoch"]
-    for n in ("tff", "manual"):
+    for n in ("tff", "tff_datasets", "manual"):
         out["engines"][n]["ratio_to_compiled"] = (out["engines"][n]["median_seconds"]
                                                   / compiled["median_seconds"])
-    for n, goal in (("tff", o.goal_tff), ("manual", o.goal_manual), ("compiled_epoch", None)):
+    for n, goal in (("tff", o.goal_tff), ("tff_datasets", None), ("manual", o.goal_manual), ("compiled_epoch", None)):
         e = out["engines"][n]
         e["ratio_to_keras"] = e["median_seconds"] / floor["median_seconds"]
         e["cpu_ratio_to_keras"] = (e["median_cpu_seconds"] / floor["median_cpu_seconds"]
@@ -241,8 +259,49 @@ def overhead(s: Settings) -> dict:
         with common.profiled(profiles, n, watch=WATCH[n]):
             engines[n](c)
     out["profiles"] = profiles
+    out["worker_settings"] = worker_settings(s, data, clients, w0, cfg)
     out["memory"] = common.memory_mb()
     return out
+
+
+def worker_settings(s: Settings, data, clients, w0, cfg) -> list[dict]:
+    """1b. TFF's round (client ids) under each of ``s.overhead.worker_settings``: the local worker's
+    ``max_concurrent_computation_calls``, the client loop (``tff.learning.LoopImplementation``) and
+    TensorFlow's thread counts in the worker's environment; each gets a new worker and a new
+    process, ``worker_repeats`` rounds after one warm-up, median seconds and CPU (worker included).
+    The default context is restored afterwards."""
+    from data_utils.tff_fedavg import build_fedavg, import_tff, run_tff_fedavg, set_state_weights
+
+    tff = import_tff()
+    o = s.overhead
+    rows = []
+    saved = dict(os.environ)
+    try:
+        for name, calls, loop, env in o.worker_settings:
+            os.environ.update(dict(env))
+            tff.backends.native.set_sync_local_cpp_execution_context(max_concurrent_computation_calls=calls)
+            process = build_fedavg(s.data.model, data.input_shape, data.num_classes, client_lr=o.client_lr,
+                                   loop_implementation=getattr(tff.learning.LoopImplementation, loop))
+            state = set_state_weights(process, process.initialize(), w0)
+            walls, cpus = [], []
+            for i in range(1 + o.worker_repeats):
+                clock, before = common.Clock(), common.worker_cpu_seconds()
+                state, hist = run_tff_fedavg(process, state, clients, replace(cfg, seed=s.data.seed + i), progress=False)
+                cpu = clock.lap()[1] + common.worker_cpu_seconds() - before
+                if i:
+                    walls.append(hist[0].seconds)
+                    cpus.append(cpu)
+            rows.append({"name": name, "max_concurrent_computation_calls": calls, "loop_implementation": loop,
+                         "environment": dict(env), "median_seconds": common.median(walls),
+                         "median_cpu_seconds": common.median(cpus), "seconds": walls})
+            os.environ.clear()
+            os.environ.update(saved)
+            print(f"  [worker] {name}: {rows[-1]['median_seconds']:.3f} s/round", flush=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        tff.backends.native.set_sync_local_cpp_execution_context()
+    return rows
 
 
 # ---- 2. rounds to a target accuracy ---------------------------------------------------------------

@@ -27,8 +27,21 @@ class Overhead:
     client_lr: float = 0.05
     warmup: int = 2
     repeats: int = 7
-    goal_tff: float = 1.3
+    goal_tff: float = 1.0            # TFF round (client ids, data read by the worker) vs the Keras epoch
     goal_manual: float = 1.2
+    goal_tff_vs_manual: float = 1.5  # TFF round vs the hand-written round
+    goal_tff_setup_seconds: float = 5.0  # building the FedAvg process + initialize()
+    # TFF worker settings tried (section 1b): name -> (max_concurrent_computation_calls,
+    # loop implementation, {environment variable: value} for the worker process)
+    worker_settings: tuple = (
+        ("default (all clients at once, DATASET_REDUCE)", -1, "DATASET_REDUCE", ()),
+        ("1 computation at a time", 1, "DATASET_REDUCE", ()),
+        ("2 computations at a time", 2, "DATASET_REDUCE", ()),
+        ("DATASET_ITERATOR loop", -1, "DATASET_ITERATOR", ()),
+        ("TF threads: 1 intra-op, 1 inter-op", -1, "DATASET_REDUCE",
+         (("TF_NUM_INTRAOP_THREADS", "1"), ("TF_NUM_INTEROP_THREADS", "1"))),
+    )
+    worker_repeats: int = 5
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class Rounds:
 @dataclass(frozen=True)
 class Scale:
     """3. Seconds per round and peak memory vs the number of simulated clients."""
-    client_counts: tuple = (100, 1000, 3000)
+    client_counts: tuple = (100, 1000, 10000)
     engines: tuple = ("tff", "manual")
     clients_per_round: int = 10
     per_client: int = 600
@@ -123,7 +136,8 @@ FULL = Settings()
 SMOKE = Settings(
     smoke=True,
     data=Data(train_limit=3000, test_limit=1000),
-    overhead=replace(Overhead(), num_clients=3, per_client=60, warmup=1, repeats=2),
+    overhead=replace(Overhead(), num_clients=3, per_client=60, warmup=1, repeats=2, worker_repeats=1,
+                     worker_settings=Overhead().worker_settings[:2]),
     rounds=replace(Rounds(), num_clients=20, algorithms=(
         Algorithm("FedSGD", 1, None, 0.3, max_rounds=2, eval_every=1),
         Algorithm("FedAvg E=1 B=10", 1, 10, 0.05, max_rounds=2),

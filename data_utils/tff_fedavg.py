@@ -95,14 +95,18 @@ def element_spec(input_shape):
 
 
 def build_fedavg(model_name: str, input_shape, num_classes: int, client_lr: float,
-                 server_lr: float = 1.0, model_aggregator=None, client_momentum: float = 0.0):
+                 server_lr: float = 1.0, model_aggregator=None, client_momentum: float = 0.0,
+                 loop_implementation=None):
     """``tff.learning.algorithms.build_weighted_fed_avg`` with SGD on clients and server
     (``tff.learning.optimizers.build_sgdm``; the clients' with ``client_momentum`` if > 0),
-    examples-weighted."""
+    examples-weighted. ``loop_implementation``: a ``tff.learning.LoopImplementation`` (None:
+    TFF's default, ``DATASET_REDUCE``; ``make bench`` section 1b compares them)."""
     tff = import_tff()
     kwargs = {}
     if model_aggregator is not None:
         kwargs["model_aggregator"] = model_aggregator
+    if loop_implementation is not None:
+        kwargs["loop_implementation"] = loop_implementation
     return tff.learning.algorithms.build_weighted_fed_avg(
         keras_model_fn(model_name, input_shape, num_classes, element_spec(input_shape)),
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(
@@ -199,7 +203,7 @@ _COMPOSED: dict = {}  # (process, clients, local training) -> (process, clients,
 
 
 def _composed_key(process, clients: ClientArrays, cfg: FedAvgConfig) -> tuple:
-    return (id(process), id(clients), cfg.local_epochs, cfg.batch_size, cfg.seed)
+    return (id(process), id(clients), cfg.local_epochs, cfg.batch_size)  # the seed only enters the order files
 
 
 def _files_and_process(process, clients: ClientArrays, cfg: FedAvgConfig):
@@ -213,6 +217,7 @@ def _files_and_process(process, clients: ClientArrays, cfg: FedAvgConfig):
         while len(_COMPOSED) >= 4:
             _COMPOSED.pop(next(iter(_COMPOSED)))[2].close()
         _COMPOSED[key] = hit
+    hit[2].seed = int(cfg.seed)  # the order files of the next rounds use this run's seed
     return hit[2], hit[3]
 
 
@@ -264,22 +269,23 @@ class ClientFiles:
 
     Each client's images go to ``c<i>.x`` (uint8 when the images are exactly ``uint8 / 255``,
     as Fashion-MNIST's are; else float32) and its labels to ``c<i>.y`` (int32), in
-    ``<artifacts>/tff_clients/<fingerprint>/``: the fingerprint hashes every stored byte, so a
-    partition made with the same parameters reuses its files and any other gets its own. A round
+    ``<artifacts>/tff_clients/<fingerprint>/``, when the client is first sampled: the fingerprint
+    hashes the images, labels and every client's indices, so a partition made with the same
+    parameters reuses its files and any other gets its own. A round
     writes each sampled client's example order (:func:`~data_utils.clients.training_order`, the
     hand-written loop's) to a small file the client's dataset reads, so TFF trains on exactly the
     manual loop's batches; :meth:`round_ids` writes them and removes the previous round's.
 
     ``epochs``, ``batch_size`` (None: the full batch) and ``seed`` are the round's local training,
-    as in :class:`~data_utils.fedavg.FedAvgConfig`."""
+    as in :class:`~data_utils.fedavg.FedAvgConfig`; ``seed`` only enters the order files, so it
+    may be changed between rounds without composing the process again."""
 
     def __init__(self, clients: ClientArrays, epochs: int, batch_size: int | None, seed: int,
                  directory: str | Path | None = None):
         training_order(1, epochs, batch_size, seed)  # checks epochs and batch_size
         self.clients, self.epochs, self.batch_size, self.seed = clients, int(epochs), batch_size, int(seed)
         self.input_shape = tuple(clients.x.shape[1:])
-        self.directory = _write_client_files(clients, directory)
-        self.uint8 = json.loads((self.directory / "meta.json").read_text())["uint8"]
+        self._stored, self.uint8, self.directory = _client_folder(clients, directory)
         self.orders = Path(tempfile.mkdtemp(prefix=f"orders-{os.getpid()}-", dir=self.directory))
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.orders), True)
         self._written: list[Path] = []
@@ -295,6 +301,7 @@ class ClientFiles:
         ids = []
         for c in sampled:
             c = int(c)
+            self._write_client(c)
             order, _ = training_order(len(self.clients.indices[c]), self.epochs, self.batch_size,
                                       self.seed, round_num, c)
             path = self.orders / f"r{int(round_num)}_c{c}.i32"
@@ -304,6 +311,16 @@ class ClientFiles:
             self._written.append(path)
             ids.append(f"c{c}/r{int(round_num)}")
         return ids
+
+    def _write_client(self, c: int) -> None:
+        """Write client ``c``'s examples unless they are there (from this or an earlier run)."""
+        idx = self.clients.indices[c]
+        for path, values in ((self.directory / f"c{c}.x", lambda: self._stored[idx]),
+                             (self.directory / f"c{c}.y", lambda: self.clients.y[idx].astype("<i4"))):
+            if not path.is_file():
+                tmp = path.with_name(f".{path.name}.{os.getpid()}")
+                values().tofile(tmp)
+                os.replace(tmp, path)  # a reader never sees half a file
 
     def end_round(self) -> None:
         """Remove the order files of the last round (the worker has read them)."""
@@ -385,42 +402,33 @@ def compare_data_paths(process, state, clients: ClientArrays, cfg: FedAvgConfig,
             "examples": int(sum(len(clients.indices[c]) for c in sampled)) * cfg.local_epochs,
             "datasets_seconds": seconds["datasets"], "files_seconds": seconds["files"],
             "datasets_bytes": int(shipped_bytes), "ids_bytes": int(sum(len(i.encode()) for i in ids)),
-            "files_mb": round(sum(f.stat().st_size for f in files.directory.glob("c*.*")) / 1e6, 2)}
+            "files_mb": round(sum(f.stat().st_size for c in sampled for f in
+                                  (files.directory / f"c{int(c)}.x", files.directory / f"c{int(c)}.y")) / 1e6, 2)}
 
 
-def _fingerprint(parts) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(np.ascontiguousarray(part).tobytes())
-    return digest.hexdigest()[:20]
-
-
-def _write_client_files(clients: ClientArrays, directory=None) -> Path:
-    """Write every client's examples (see :class:`ClientFiles`) unless files with the same
-    fingerprint are there; returns their folder."""
+def _client_folder(clients: ClientArrays, directory=None) -> tuple[np.ndarray, bool, Path]:
+    """The images as stored (uint8 if they are exactly ``uint8 / 255``, else float32), that flag,
+    and the clients' folder, named by a fingerprint of the stored images, labels and every
+    client's indices (the same partition of the same data: the same folder, its files reused).
+    A client's files are written when it is first sampled (:meth:`ClientFiles.round_ids`)."""
     from .artifacts import artifacts_dir
 
-    x8 = np.round(clients.x * 255.0).astype(np.uint8)
-    uint8 = bool(clients.x.dtype == np.float32 and np.array_equal(x8.astype(np.float32) / np.float32(255.0), clients.x))
-    xs = x8 if uint8 else clients.x.astype("<f4")
-    stored = [(xs[idx], clients.y[idx].astype("<i4")) for idx in clients.indices]
-    key = _fingerprint([np.array(xs.shape[1:]), np.array([uint8])] + [a for pair in stored for a in pair]
-                       + [np.array([len(i) for i in clients.indices])])
+    x = np.asarray(clients.x)
+    x8 = np.round(x * np.float32(255.0)).astype(np.uint8)
+    uint8 = bool(x.dtype == np.float32 and np.array_equal(x8.astype(np.float32) / np.float32(255.0), x))
+    stored = x8 if uint8 else x.astype("<f4")
+    digest = hashlib.blake2b(digest_size=10)
+    for part in (np.array(stored.shape), np.array([uint8]), stored, np.asarray(clients.y).astype("<i8"),
+                 np.array([len(i) for i in clients.indices]), *clients.indices):
+        digest.update(np.ascontiguousarray(part).tobytes())
     root = Path(directory) if directory is not None else artifacts_dir() / "tff_clients"
-    folder = root / key
-    if (folder / "meta.json").is_file():
-        return folder
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=_mkdir(root)))
-    for c, (x, y) in enumerate(stored):
-        x.tofile(tmp / f"c{c}.x")
-        y.tofile(tmp / f"c{c}.y")
-    (tmp / "meta.json").write_text(json.dumps({"clients": len(stored), "uint8": uint8,
-                                               "input_shape": list(xs.shape[1:])}))
-    try:
-        os.rename(tmp, folder)  # atomic: another process either finds it whole or not at all
-    except OSError:  # another process wrote the same files first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    folder = _mkdir(root / digest.hexdigest())
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        tmp = folder / f".meta.{os.getpid()}"
+        tmp.write_text(json.dumps({"clients": len(clients), "uint8": uint8, "input_shape": list(stored.shape[1:])}))
+        os.replace(tmp, meta)
+    return stored, uint8, folder
 
 
 def _mkdir(path: Path) -> Path:

@@ -160,7 +160,12 @@ def test_bench_smoke_end_to_end(tmp_path):
     for x in b["runs"]:
         assert x["rounds_run"] >= 1 and x["beat_reference"] == (x["best_accuracy"] > x["reference"])
 
-    assert len(rep["goals"]) == 7
+    assert len(rep["goals"]) == 9
+    o = rep["sections"]["overhead"]["result"]
+    assert {"tff", "tff_datasets", "manual", "keras_epoch", "compiled_epoch"} <= set(o["engines"])
+    assert o["engines"]["tff"]["ratio_to_manual"] > 0 and o["engines"]["tff_datasets"]["ratio_to_manual"] > 0
+    assert [w["name"] for w in o["worker_settings"]] == [w[0] for w in SMOKE.overhead.worker_settings]
+    assert all(w["median_seconds"] > 0 for w in o["worker_settings"])
     for g in rep["goals"]:
         assert g["met"] in (True, False) and g["summary"]
 

@@ -359,15 +359,19 @@ def test_client_files_give_the_hand_written_loops_batches(tmp_path, exact_uint8)
 
 def test_client_files_are_written_once_per_partition(tmp_path):
     """The same clients reuse their files (one folder per fingerprint, untouched); other clients get
-    their own folder; a round's order files are removed when the next round starts."""
+    their own folder; a client's files appear when it is first sampled; a round's order files are
+    removed when the next round starts."""
     from data_utils.clients import ClientArrays
     from data_utils.tff_fedavg import ClientFiles
 
     rng = np.random.default_rng(2)
     x, y = (rng.integers(0, 256, (40, 3, 3, 1)) / np.float32(255)).astype(np.float32), rng.integers(0, 3, 40)
     first = ClientFiles(ClientArrays(x, y, [np.arange(20), np.arange(20, 40)]), 1, 5, 0, tmp_path)
+    assert not (first.directory / "c0.x").exists()  # written when the client is first sampled
+    first.round_ids([0], 1)
     stamp = (first.directory / "c0.x").stat().st_mtime_ns
     again = ClientFiles(ClientArrays(x, y, [np.arange(20), np.arange(20, 40)]), 2, 4, 1, tmp_path)
+    again.round_ids([0], 1)
     other = ClientFiles(ClientArrays(x, y, [np.arange(10), np.arange(10, 40)]), 1, 5, 0, tmp_path)
     assert again.directory == first.directory and (first.directory / "c0.x").stat().st_mtime_ns == stamp
     assert other.directory != first.directory
