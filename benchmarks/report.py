@@ -425,8 +425,8 @@ def md_worker_settings(rows) -> list[str]:
              "thread counts in the worker's environment; median after one warm-up round.", "",
              "| setting | median s/round | vs default | median CPU s/round |", "|---|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['name']} | {row['median_seconds']:.3f} | {row['median_seconds'] / base:.2f}x | "
-                     f"{row['median_cpu_seconds']:.2f} |")
+        cpu = "n/a" if row.get("median_cpu_seconds") is None else f"{row['median_cpu_seconds']:.2f}"
+        lines.append(f"| {row['name']} | {row['median_seconds']:.3f} | {row['median_seconds'] / base:.2f}x | {cpu} |")
     best = min(rows, key=lambda r: r["median_seconds"])
     if best is rows[0] or best["median_seconds"] >= 0.95 * base:
         lines += ["", "No setting beat TFF's default by 5% or more, so the course keeps the default."]

@@ -285,9 +285,9 @@ def worker_settings(s: Settings, data, clients, w0, cfg) -> list[dict]:
             state = set_state_weights(process, process.initialize(), w0)
             walls, cpus = [], []
             for i in range(1 + o.worker_repeats):
-                clock, before = common.Clock(), common.worker_cpu_seconds()
+                clock = common.Clock()  # CPU of this process tree: the worker included
                 state, hist = run_tff_fedavg(process, state, clients, replace(cfg, seed=s.data.seed + i), progress=False)
-                cpu = clock.lap()[1] + common.worker_cpu_seconds() - before
+                cpu = clock.lap()[1]
                 if i:
                     walls.append(hist[0].seconds)
                     cpus.append(cpu)

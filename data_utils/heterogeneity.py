@@ -15,6 +15,8 @@ clients per round on a skewed split, the split and the sampling are confounded.
     ['IID', 'Dirichlet(0.5)', 'Dirichlet(0.1)', 'pathological (2 classes)']
     >>> variants["Dirichlet(0.1)"].alpha, variants["IID"].train_limit
     (0.1, 1500)
+    >>> dict(heterogeneity_experiments(Experiment.from_params(), test_examples=2000))["IID"].test_limit
+    2000
 """
 from __future__ import annotations
 
@@ -37,32 +39,40 @@ EXPECTED_ORDER = ("IID", "Dirichlet(0.5)", "Dirichlet(0.1)")
 
 
 def heterogeneity_experiments(exp, schemes: Sequence[Mapping] = HETEROGENEITY_SCHEMES,
-                              train_examples: int | None = None) -> list[tuple[str, object]]:
+                              train_examples: int | None = None,
+                              test_examples: int | None = None) -> list[tuple[str, object]]:
     """``(label, experiment)`` for each partition scheme: ``exp`` with that scheme (its other
-    parameters kept) and, when ``train_examples`` is set, at most that many training images."""
+    parameters kept) and, when ``train_examples`` (``test_examples``) is set, at most that many
+    training (test) images, a seeded random subset (:func:`data_utils.experiment.load_data`)."""
     train_examples = check_int("train_examples", train_examples, low=1, allow_none=True)
-    limit = exp.train_limit
-    if train_examples is not None:
-        limit = min(limit, train_examples) if limit is not None else train_examples
+    test_examples = check_int("test_examples", test_examples, low=1, allow_none=True)
+
+    def cut(limit, n):
+        return limit if n is None else min(limit, n) if limit is not None else n
+
+    limit, test_limit = cut(exp.train_limit, train_examples), cut(exp.test_limit, test_examples)
     out = []
     for spec in schemes:
         spec = dict(spec)
         label = spec.pop("label")
-        out.append((label, exp.with_(train_limit=limit, **spec)))
+        out.append((label, exp.with_(train_limit=limit, test_limit=test_limit, **spec)))
     return out
 
 
 def heterogeneity_runs(exp, cfg, init, schemes: Sequence[Mapping] = HETEROGENEITY_SCHEMES,
-                       train_examples: int | None = None, log: Callable[[str], None] = print,
+                       train_examples: int | None = None, test_examples: int | None = None,
+                       log: Callable[[str], None] = print,
                        progress: bool = True, prefix: str = "hetero", centralized: bool = True) -> dict:
     """FedAvg (the hand-written loop, proven equal to TFF's) with settings ``cfg`` from ``init``
     on each partition scheme, on the same training images; plus a centralized reference trained
     on the IID scheme's pooled local-train data with the course's default training settings.
+    ``train_examples``/``test_examples``: train on at most that many images, and score every
+    round and the centralized model on at most that many test images (the same ones for all).
 
     Returns ``{"runs": {label: round rows}, "classes_per_client": {label: classes per client},
     "label_counts": {label: clients x classes counts}, "centralized": {"accuracy", "examples",
-    "training"}, "train_examples": n}``. Every run is saved (artifacts ``<prefix>_<i>``,
-    ``hetero_baseline``) and reused when its inputs match; ``centralized=False`` skips the
+    "training"}, "train_examples": n, "test_examples": n}``. Every run is saved (artifacts
+    ``<prefix>_<i>``, ``hetero_baseline``) and reused when its inputs match; ``centralized=False`` skips the
     centralized reference (``"centralized"`` is then None). Partitions are made with
     :func:`data_utils.partition.make_partition` (notebook 01's saved partition is left alone)."""
     from .artifacts import cached_weights
@@ -78,7 +88,7 @@ def heterogeneity_runs(exp, cfg, init, schemes: Sequence[Mapping] = HETEROGENEIT
     if not isinstance(prefix, str) or not prefix or "/" in prefix:
         raise ValueError(f"prefix must be a plain artifact name such as 'hetero', got {prefix!r}")
     runs, classes_seen, counts, iid, first = {}, {}, {}, None, None
-    for i, (label, e) in enumerate(heterogeneity_experiments(exp, schemes, train_examples)):
+    for i, (label, e) in enumerate(heterogeneity_experiments(exp, schemes, train_examples, test_examples)):
         data = load_data(e)
         part = make_partition(data.y_train, **e.partition_kwargs())
         counts[label] = np.asarray(part.label_counts(data.y_train, data.num_classes))
@@ -102,6 +112,7 @@ def heterogeneity_runs(exp, cfg, init, schemes: Sequence[Mapping] = HETEROGENEIT
     out = {"runs": runs, "classes_per_client": classes_seen, "label_counts": counts, "centralized": None}
     if not centralized:
         out["train_examples"] = int(len(load_data(first[0]).x_train))
+        out["test_examples"] = int(len(load_data(first[0]).x_test))
         return out
     e, part = iid or first  # a scheme list without IID: pool the first scheme's clients
     data = load_data(e)
@@ -115,6 +126,7 @@ def heterogeneity_runs(exp, cfg, init, schemes: Sequence[Mapping] = HETEROGENEIT
     acc = WeightsEvaluator(e.model, data.input_shape, data.num_classes, data.x_test, data.y_test)(central)
     out["centralized"] = {"accuracy": acc["test_accuracy"], "examples": int(len(union)), "training": train_cfg}
     out["train_examples"] = int(len(data.x_train))
+    out["test_examples"] = int(len(data.x_test))
     return out
 
 

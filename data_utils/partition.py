@@ -316,9 +316,11 @@ def load_or_make_partition(path: str | os.PathLike, labels, **kwargs) -> tuple[P
                 return saved, "loaded"
             changed = sorted(k for k in set(saved.params) | set(wanted)
                              if saved.params.get(k) != wanted.get(k))
-            status = "recreated: saved with other parameters (" + ", ".join(
-                f"{k}: {saved.params.get(k)!r} -> {wanted.get(k)!r}" if len(repr(wanted.get(k))) < 20 else k
-                for k in changed) + ")"
+            detail = ", ".join(f"{k}: {saved.params.get(k)!r} -> {wanted.get(k)!r}"
+                               if len(repr(wanted.get(k))) < 20 else k for k in changed)
+            if len(detail) > 120:  # a long diff: the names say enough (notebook outputs stay short)
+                detail = "differ in " + ", ".join(changed)
+            status = f"recreated: saved with other parameters ({detail})"
     partition = make_partition(labels, **kwargs)
     partition.save(path)
     return partition, status

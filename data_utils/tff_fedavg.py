@@ -406,6 +406,28 @@ def compare_data_paths(process, state, clients: ClientArrays, cfg: FedAvgConfig,
                                   (files.directory / f"c{int(c)}.x", files.directory / f"c{int(c)}.y")) / 1e6, 2)}
 
 
+_STORED: dict = {}  # id(images) -> (weak reference, stored images, uint8?, digest): one pass per array
+
+
+def _stored_images(x: np.ndarray) -> tuple[np.ndarray, bool, bytes]:
+    """The images as stored in the clients' files (uint8 if they are exactly ``uint8 / 255``,
+    else float32), that flag and a digest of them; computed once per array in a process (the
+    training set is shared by every run)."""
+    hit = _STORED.get(id(x))
+    if hit is not None and hit[0]() is x:
+        return hit[1:]
+    x8 = np.round(x * np.float32(255.0)).astype(np.uint8)
+    uint8 = bool(x.dtype == np.float32 and np.array_equal(x8.astype(np.float32) / np.float32(255.0), x))
+    stored = x8 if uint8 else x.astype("<f4")
+    out = (stored, uint8, hashlib.blake2b(np.ascontiguousarray(stored).tobytes(), digest_size=16).digest())
+    _STORED.clear()  # keep one array's copy at most
+    try:
+        _STORED[id(x)] = (weakref.ref(x), *out)
+    except TypeError:  # an array type without weak references: do not cache
+        pass
+    return out
+
+
 def _client_folder(clients: ClientArrays, directory=None) -> tuple[np.ndarray, bool, Path]:
     """The images as stored (uint8 if they are exactly ``uint8 / 255``, else float32), that flag,
     and the clients' folder, named by a fingerprint of the stored images, labels and every
@@ -413,12 +435,9 @@ def _client_folder(clients: ClientArrays, directory=None) -> tuple[np.ndarray, b
     A client's files are written when it is first sampled (:meth:`ClientFiles.round_ids`)."""
     from .artifacts import artifacts_dir
 
-    x = np.asarray(clients.x)
-    x8 = np.round(x * np.float32(255.0)).astype(np.uint8)
-    uint8 = bool(x.dtype == np.float32 and np.array_equal(x8.astype(np.float32) / np.float32(255.0), x))
-    stored = x8 if uint8 else x.astype("<f4")
-    digest = hashlib.blake2b(digest_size=10)
-    for part in (np.array(stored.shape), np.array([uint8]), stored, np.asarray(clients.y).astype("<i8"),
+    stored, uint8, images_digest = _stored_images(np.asarray(clients.x))
+    digest = hashlib.blake2b(images_digest, digest_size=10)
+    for part in (np.array(stored.shape), np.array([uint8]), np.asarray(clients.y).astype("<i8"),
                  np.array([len(i) for i in clients.indices]), *clients.indices):
         digest.update(np.ascontiguousarray(part).tobytes())
     root = Path(directory) if directory is not None else artifacts_dir() / "tff_clients"

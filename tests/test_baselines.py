@@ -209,6 +209,22 @@ def test_evaluate_weight_lists_matches_metrics(small, artifacts):
     assert rows[0] == classification_metrics(data.y_test[:200], preds[0], 10)
 
 
+def test_compiled_predictions_equal_the_eager_ones(small, artifacts):
+    """evaluate_weight_lists predicts through one compiled step per model (faster); its labels
+    are the eager data_utils.models.predict_labels', batch edges (an odd length) included."""
+    from data_utils.models import WeightsEvaluator, build_model
+
+    exp, data = small
+    init = initial_weights(exp, data, log=lambda s: None)
+    other = build_model(exp.model, data.input_shape, 10, seed=99).get_weights()
+    x = data.x_test[:613]
+    preds = B.predict_weight_lists(exp.model, [init, other], x, 10)
+    eager = WeightsEvaluator(exp.model, data.input_shape, 10, x, data.y_test[:613])
+    assert preds.shape == (2, 613) and preds.dtype == np.int64
+    assert np.array_equal(preds[0], eager.predict(init)) and np.array_equal(preds[1], eager.predict(other))
+    assert B.predict_weight_lists(exp.model, [], x, 10).shape == (0, 613)
+
+
 # ---- feature skew ----------------------------------------------------------------------------------
 def test_skew_values_spread_and_seeded():
     v = S.client_skew_values(5, "rotation", seed=0)
