@@ -33,6 +33,7 @@ from .clients import ClientArrays, training_order
 from .experiment import load_data, parse_params
 from .fedavg import FedAvgConfig, RoundStep, run_rounds
 from .models import build_model
+from .env import atomic_write_bytes, atomic_write_text
 from .validate import check_choice
 
 
@@ -304,11 +305,8 @@ class ClientFiles:
             self._write_client(c)
             order, _ = training_order(len(self.clients.indices[c]), self.epochs, self.batch_size,
                                       self.seed, round_num, c)
-            path = self.orders / f"r{int(round_num)}_c{c}.i32"
-            tmp = path.with_suffix(".tmp")
-            order.astype("<i4").tofile(tmp)
-            os.replace(tmp, path)  # a reader never sees half a file
-            self._written.append(path)
+            self._written.append(atomic_write_bytes(self.orders / f"r{int(round_num)}_c{c}.i32",
+                                                    order.astype("<i4").tobytes()))
             ids.append(f"c{c}/r{int(round_num)}")
         return ids
 
@@ -318,9 +316,7 @@ class ClientFiles:
         for path, values in ((self.directory / f"c{c}.x", lambda: self._stored[idx]),
                              (self.directory / f"c{c}.y", lambda: self.clients.y[idx].astype("<i4"))):
             if not path.is_file():
-                tmp = path.with_name(f".{path.name}.{os.getpid()}")
-                values().tofile(tmp)
-                os.replace(tmp, path)  # a reader never sees half a file
+                atomic_write_bytes(path, values().tobytes())
 
     def end_round(self) -> None:
         """Remove the order files of the last round (the worker has read them)."""
@@ -394,10 +390,10 @@ def compare_data_paths(process, state, clients: ClientArrays, cfg: FedAvgConfig,
     seconds["datasets"] = time.perf_counter() - start
     for _ in range(1 if warm else 2):
         start = time.perf_counter()
-        composed.next(state, files.round_ids(sampled, round_num))
+        ids = files.round_ids(sampled, round_num)
+        composed.next(state, ids)
         files.end_round()
         seconds["files"] = time.perf_counter() - start
-    ids = [f"c{int(c)}/r{int(round_num)}" for c in sampled]
     return {"clients": [int(c) for c in sampled], "round": int(round_num),
             "examples": int(sum(len(clients.indices[c]) for c in sampled)) * cfg.local_epochs,
             "datasets_seconds": seconds["datasets"], "files_seconds": seconds["files"],
@@ -441,18 +437,11 @@ def _client_folder(clients: ClientArrays, directory=None) -> tuple[np.ndarray, b
                  np.array([len(i) for i in clients.indices]), *clients.indices):
         digest.update(np.ascontiguousarray(part).tobytes())
     root = Path(directory) if directory is not None else artifacts_dir() / "tff_clients"
-    folder = _mkdir(root / digest.hexdigest())
-    meta = folder / "meta.json"
-    if not meta.is_file():
-        tmp = folder / f".meta.{os.getpid()}"
-        tmp.write_text(json.dumps({"clients": len(clients), "uint8": uint8, "input_shape": list(stored.shape[1:])}))
-        os.replace(tmp, meta)
+    folder = root / digest.hexdigest()
+    if not (folder / "meta.json").is_file():  # what the folder holds, for a person looking at it
+        atomic_write_text(folder / "meta.json", json.dumps(
+            {"clients": len(clients), "uint8": uint8, "input_shape": list(stored.shape[1:])}))
     return stored, uint8, folder
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def with_client_files(process, client_files: ClientFiles):
