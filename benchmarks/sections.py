@@ -271,6 +271,7 @@ def worker_settings(s: Settings, data, clients, w0, cfg) -> list[dict]:
     process, ``worker_repeats`` rounds after one warm-up, median seconds and CPU (worker included).
     The default context is restored afterwards."""
     from data_utils.tff_fedavg import build_fedavg, import_tff, run_tff_fedavg, set_state_weights
+    from data_utils.workers import use_local_worker
 
     tff = import_tff()
     o = s.overhead
@@ -279,7 +280,7 @@ def worker_settings(s: Settings, data, clients, w0, cfg) -> list[dict]:
     try:
         for name, calls, loop, env in o.worker_settings:
             os.environ.update(dict(env))
-            tff.backends.native.set_sync_local_cpp_execution_context(max_concurrent_computation_calls=calls)
+            use_local_worker(max_concurrent_computation_calls=calls, env=dict(env))
             process = build_fedavg(s.data.model, data.input_shape, data.num_classes, client_lr=o.client_lr,
                                    loop_implementation=getattr(tff.learning.LoopImplementation, loop))
             state = set_state_weights(process, process.initialize(), w0)
@@ -300,7 +301,7 @@ def worker_settings(s: Settings, data, clients, w0, cfg) -> list[dict]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        tff.backends.native.set_sync_local_cpp_execution_context()
+        use_local_worker()
     return rows
 
 

@@ -32,6 +32,7 @@ from .experiment import (Experiment, client_arrays, get_partition, initial_weigh
 from .fedavg import FedAvgConfig
 from .partition import Partition, make_partition
 from .validate import check_choice, check_int, check_known, check_list, check_positive
+from .workers import use_local_worker
 
 
 @dataclass
@@ -272,7 +273,7 @@ def _secure_sum_in_tff(tff, values: list, bound: float) -> dict:
         tff.backends.test.set_sync_test_cpp_execution_context()
         out["test_runtime_sum"] = np.asarray(secure_total(values))
     finally:
-        tff.backends.native.set_sync_local_cpp_execution_context()
+        use_local_worker()  # back to the course's worker (data_utils.workers)
     return out
 
 

@@ -67,7 +67,15 @@ def import_tff():
         raise RuntimeError(
             f"TFF 0.87 needs Keras 2, but TensorFlow {tf.__version__} brings Keras 3. Use the "
             "course's Python 3.11 stack (TensorFlow 2.14).")
+    if not _CONTEXT_SET:  # once per process: TFF's worker, started by the course (data_utils.workers)
+        from .workers import use_local_worker
+
+        use_local_worker()
+        _CONTEXT_SET.append(True)
     return tff
+
+
+_CONTEXT_SET: list = []
 
 
 def keras_model_fn(model_name: str, input_shape, num_classes: int, element_spec) -> Callable:
