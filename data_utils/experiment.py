@@ -34,6 +34,7 @@ from .fedavg import FedAvgConfig
 from .models import MODELS
 from .partition import SCHEMES, Partition, load_or_make_partition
 from .robust import AGGREGATORS
+from .remedies import ALGORITHMS as REMEDY_ALGORITHMS
 from .secure_agg import MAX_MODULUS_BITS, MIN_MODULUS_BITS, Quantizer
 from .skew import FEATURE_SKEWS
 from .training import LR_SCHEDULES, OPTIMIZERS
@@ -286,6 +287,17 @@ _SPLIT = {name: EXPERIMENT for name in ("NUM_CLIENTS", "PARTITION", "ALPHA", "CL
                                         "LOCAL_TEST_FRACTION")}
 _FEDAVG_ALL = {name: FEDAVG for name in FEDAVG_PARAMS if name != "SMOKE"}
 
+def _worker_addresses(name, value):
+    if value is None:
+        return None
+    from .workers import check_addresses  # listed after this module; a plain check, no TFF
+
+    try:
+        return check_addresses(value)
+    except ValueError as err:
+        raise ValueError(f"{name} must be None or a list of 'host:port' strings, got {value!r}: {err}") from None
+
+
 NOTEBOOK_PARAMS: dict[str, dict[str, Any]] = {
     "00": {**_COMMON, "TFF_MODE": _choice(("auto", "sidecar"))},
     "01": {**_COMMON, **_SPLIT, "FEATURE_SKEW": _feature_skew},
@@ -315,6 +327,23 @@ NOTEBOOK_PARAMS: dict[str, dict[str, Any]] = {
            "NUM_ATTACKERS": _int(0), "BOOST": _positive(), "TRIM_FRACTION": _number(0, 0.5, high_open=True),
            "AGGREGATORS": _list_of(_choice(ROBUST_AGGREGATORS)), "BACKDOOR_TARGET": _int(0, 9),
            "POISON_FRACTION": _number(0, 1, low_open=True)},
+    "08": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, "TRAIN_LIMIT": EXPERIMENT, "TEST_IMAGES": _int(1, none=True),
+           "ROUNDS": (FEDAVG, _int(1)), "CLIENTS_PER_ROUND": FEDAVG, "LOCAL_EPOCHS": FEDAVG, "BATCH_SIZE": FEDAVG,
+           "CLIENT_LR": FEDAVG, "ALGORITHMS": _list_of(_choice(REMEDY_ALGORITHMS)), "MU": _number(0),
+           "SERVER_MOMENTUM": _number(0, 1, high_open=True), "ADAPTIVE_SERVER_LR": _positive(), "LAST_ROUNDS": _int(1), "DRIFT_CLASSES": _list_of(_int(1, 10)),
+           "DRIFT_EPOCHS": _list_of(_int(1, 20)), "FINE_TUNE_EPOCHS": _int(1), "LOCAL_ONLY_EPOCHS": _int(1),
+           "TFF_ALGORITHMS": _list_of(_choice(("fedprox", "fedavgm", "fedadam", "fedyogi"))),
+           "TFF_ROUNDS": _int(1)},
+    # TFF_ENCODERS: data_utils.fedcore.TFF_ENCODERS (not imported: fedcore comes after this module)
+    "09": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, "TRAIN_LIMIT": EXPERIMENT,
+           "ROUNDS": (FEDAVG, _int(1)), "CLIENTS_PER_ROUND": FEDAVG, "LOCAL_EPOCHS": FEDAVG, "BATCH_SIZE": FEDAVG,
+           "CLIENT_LR": FEDAVG, "PROXIMAL_STRENGTH": _positive(), "BITS": _list_of(_int(1, 32)),
+           "AGGREGATOR_BITS": _int(1, 32), "TFF_BITS": _list_of(_int(1, 16)),
+           "TFF_ENCODERS": _list_of(_choice(("uniform", "hadamard"))), "COMPRESSION_AGGREGATOR": _flag},
+    "10": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, "TRAIN_LIMIT": EXPERIMENT,
+           "ROUNDS": (FEDAVG, _int(1)), "CLIENTS_PER_ROUND": FEDAVG, "LOCAL_EPOCHS": FEDAVG,
+           "BATCH_SIZE": FEDAVG, "CLIENT_LR": FEDAVG, "WORKER_COUNTS": _list_of(_int(1, 8)),
+           "WORKER_ADDRESSES": _worker_addresses},
 }
 
 
@@ -367,6 +396,13 @@ def _hetero_examples(values, exp):
                          f"= {MIN_EXAMPLES_PER_CLIENT * exp.num_clients}, got {n!r}")
 
 
+def _uncompressed_baseline(values, exp):
+    """Notebook 09 compares every bit width with 32 bits (no compression)."""
+    if 32 not in values["BITS"]:
+        raise ValueError(f"BITS must include 32 (no compression, the run the others are compared with), "
+                         f"got {values['BITS']!r}")
+
+
 def _classes_of_dataset(values, exp):
     classes = values["BINARY_CLASSES"]
     k = len(CLASS_NAMES[exp.dataset])
@@ -383,6 +419,9 @@ NOTEBOOK_RULES: dict[str, list[Callable]] = {
            _below("DP_CLIENTS_PER_ROUND", "DP_NUM_CLIENTS", or_equal=True), _dp_job,
            _below("DP_LAST_ROUNDS", "DP_ROUNDS", or_equal=True)],
     "07": [_below("NUM_FLIPPERS", "NUM_CLIENTS"), _below("NUM_ATTACKERS", "NUM_CLIENTS")],
+    "08": [_at_least("NUM_CLIENTS", 2, "client drift compares clients' updates"),
+           _below("LAST_ROUNDS", "ROUNDS", or_equal=True), _below("TFF_ROUNDS", "ROUNDS", or_equal=True)],
+    "09": [_uncompressed_baseline],
 }
 
 

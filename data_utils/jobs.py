@@ -11,12 +11,15 @@ job                       notebook   what it runs
 :func:`tff_secure_sum_job` 06        TFF's secure-sum aggregator on given vectors
 :func:`dp_fedavg_job`     06         DP-FedAvg, once per noise multiplier
 :func:`fedavg_under_attack_job` 07   FedAvg with failing or malicious clients
+:func:`remedies_tff_job`  08         TFF's FedProx and server optimizers against the hand-written ones
+:func:`fedcore_job`       09         the Federated Core lesson and TFF's compression
 ========================  =========  ==================================================
 
     result = run_job("data_utils.jobs:tff_fedavg_job", {"NUM_CLIENTS": 10, "ROUNDS": 5})
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -443,3 +446,360 @@ def fedavg_under_attack_job(params: dict, progress=None, aggregate: Callable | N
             "round_seconds": [r.seconds for r in history],
             "events": behaviour.log,
             "tff_measurements": hook.measurements if hook is not None else []}
+
+
+def remedies_tff_job(params: dict, progress=None) -> dict:
+    """Notebook 08's TFF check: each of ``TFF_ALGORITHMS`` trained with TFF and by hand
+    (:func:`data_utils.remedies.run_remedy`) from the same initial weights on the same clients and
+    batches, test accuracy every round. ``"fedprox"`` is
+    ``tff.learning.algorithms.build_weighted_fed_prox(proximal_strength=MU)``; ``"fedavgm"``,
+    ``"fedadam"``, ``"fedyogi"`` are ``build_weighted_fed_avg`` with
+    ``server_optimizer_fn=tff.learning.optimizers.build_sgdm(momentum=SERVER_MOMENTUM)``,
+    ``build_adam`` or ``build_yogi`` (``BETA1``, ``BETA2``, ``TAU`` as epsilon; ``SERVER_LR``
+    None: :func:`~data_utils.remedies.server_learning_rate`). FedProx is also run by hand with
+    the proximal gradient's sign flipped (``-MU``): TFF 0.87's proximal client work adds
+    ``MU * (w_global - w)`` to each gradient (``proximal_client_work.py``), and the job measures
+    which hand-written run TFF's weights are closer to. TFF runs first, then the hand-written
+    runs (building a TFF computation invalidates Keras models made before it)."""
+    from .remedies import check_remedy_options, run_remedy, server_learning_rate
+    from .tff_fedavg import import_tff, keras_model_fn, element_spec, run_tff_fedavg, set_state_weights, state_weights
+    from .training import client_trainer
+
+    own = {"TFF_ALGORITHMS": ["fedprox", "fedadam"], "MU": 0.01, "ADAPTIVE_SERVER_LR": None,
+           "SERVER_MOMENTUM": 0.9, "BETA1": 0.9, "BETA2": 0.99, "TAU": 1e-3}
+
+    def check_own(opts):
+        check_list("TFF_ALGORITHMS", opts["TFF_ALGORITHMS"],
+                   lambda name, v: check_choice(name, v, ("fedprox", "fedavgm", "fedadam", "fedyogi")))
+        check_remedy_options(opts["MU"], opts["ADAPTIVE_SERVER_LR"], opts["SERVER_MOMENTUM"], opts["BETA1"],
+                             opts["BETA2"], opts["TAU"])
+
+    job = setup(params, own, check_own=check_own)
+    exp, cfg, opts, data, clients, w0 = job.exp, job.cfg, job.opts, job.data, job.clients, job.initial_weights
+    if cfg.client_lr_schedule != "constant":
+        raise ValueError("CLIENT_LR_SCHEDULE must be 'constant' for this job (TFF's FedProx keeps its client "
+                         f"learning rate outside the hyperparameters run_tff_fedavg sets), got {cfg.client_lr_schedule!r}")
+    tff = import_tff()
+    algos = list(dict.fromkeys(opts["TFF_ALGORITHMS"]))
+    kw = dict(mu=float(opts["MU"]), server_momentum=float(opts["SERVER_MOMENTUM"]), beta1=float(opts["BETA1"]),
+              beta2=float(opts["BETA2"]), tau=float(opts["TAU"]))
+    lrs = {a: server_learning_rate(a, cfg, opts["ADAPTIVE_SERVER_LR"] if a in ("fedadam", "fedyogi") else None)
+           for a in algos}
+    model_fn = keras_model_fn(exp.model, data.input_shape, data.num_classes, element_spec(data.input_shape))
+    client_opt = tff.learning.optimizers.build_sgdm(learning_rate=cfg.client_lr,
+                                                    momentum=cfg.client_momentum or None)
+    servers = {"fedprox": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr),
+               "fedavgm": lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr, momentum=kw["server_momentum"]),
+               "fedadam": lambda lr: tff.learning.optimizers.build_adam(lr, beta_1=kw["beta1"], beta_2=kw["beta2"],
+                                                                        epsilon=kw["tau"]),
+               "fedyogi": lambda lr: tff.learning.optimizers.build_yogi(lr, beta_1=kw["beta1"], beta_2=kw["beta2"],
+                                                                        epsilon=kw["tau"])}
+    evaluate = job.evaluator()
+    runs, done, total = {}, 0, cfg.rounds * len(algos)
+    for algo in algos:
+        start = time.perf_counter()
+        if algo == "fedprox":
+            process = tff.learning.algorithms.build_weighted_fed_prox(
+                model_fn, proximal_strength=kw["mu"], client_optimizer_fn=client_opt,
+                server_optimizer_fn=servers[algo](lrs[algo]))
+        else:
+            process = tff.learning.algorithms.build_weighted_fed_avg(
+                model_fn, client_optimizer_fn=client_opt, server_optimizer_fn=servers[algo](lrs[algo]))
+        state = set_state_weights(process, process.initialize(), w0)
+
+        def on_round(record, _state, algo=algo):
+            nonlocal done
+            done += 1
+            if progress:
+                progress({"round": done, "rounds": total, "algorithm": algo,
+                          "test_accuracy": record.metrics["test_accuracy"]})
+
+        state, history = run_tff_fedavg(process, state, clients, cfg, evaluate=evaluate, progress=False,
+                                        on_round=on_round)
+        runs[algo] = {"tff": [r.metrics["test_accuracy"] for r in history], "server_lr": lrs[algo],
+                      "tff_weights": state_weights(process, state), "tff_seconds": time.perf_counter() - start,
+                      "clients": [r.clients for r in history]}
+    trainer = client_trainer(exp.model, data.input_shape, data.num_classes, cfg.client_lr, cfg.client_momentum)
+    evaluate = job.evaluator()
+    for algo, run in runs.items():
+        start = time.perf_counter()
+        weights, history = run_remedy(algo, trainer, w0, clients, cfg, server_lr=lrs[algo], evaluate=evaluate,
+                                      progress=False, **kw)
+        run.update(manual=[r.metrics["test_accuracy"] for r in history], manual_weights=weights,
+                   manual_seconds=time.perf_counter() - start, manual_clients=[r.clients for r in history])
+        run["max_accuracy_diff"] = float(np.max(np.abs(np.subtract(run["tff"], run["manual"])))) if history else 0.0
+        run["weight_distance"] = _distance(run["tff_weights"], weights)
+        if algo == "fedprox":  # the proximal gradient with the other sign
+            flipped, _ = _run_flipped_fedprox(trainer, w0, clients, cfg, lrs[algo], kw)
+            run["weight_distance_flipped_sign"] = _distance(run["tff_weights"], flipped)
+            run["weight_distance_fedavg"] = _distance(run["tff_weights"], run_remedy(
+                "fedavg", trainer, w0, clients, cfg, progress=False)[0])
+    return {"runs": runs, "algorithms": algos, "rounds": cfg.rounds, "mu": kw["mu"],
+            "versions": {"tensorflow_federated": tff.__version__, "python": platform.python_version()}}
+
+
+def _distance(a, b) -> float:
+    return float(np.sqrt(sum(np.sum((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2)
+                             for x, y in zip(a, b))))
+
+
+def _run_flipped_fedprox(trainer, w0, clients, cfg, server_lr, kw):
+    """Hand-written FedProx whose proximal gradient is mu (w_global - w): TFF 0.87's sign."""
+    from .fedavg import RoundStep, run_rounds
+    from .remedies import Remedy
+
+    remedy = Remedy("fedprox", trainer, clients, cfg, mu=0.0, server_lr=server_lr)
+    remedy.mu = -kw["mu"]  # run_remedy refuses a negative mu; this run exists only for the comparison
+    return run_rounds([np.array(w) for w in w0], len(clients), cfg,
+                      lambda w, s, r: RoundStep(*remedy.round(w, s, r)), progress=False)
+
+
+class _DropMessage:
+    """A logging filter that drops records containing ``text``."""
+    def __init__(self, text: str):
+        self.text = text
+
+    def filter(self, record) -> bool:
+        return self.text not in record.getMessage()
+
+
+# Notebook 09's own parameters of the Federated Core job (besides the experiment's and FedAvg's).
+FEDCORE_OPTIONS = {"PROXIMAL_STRENGTH": 0.5, "AGGREGATOR_BITS": 4, "TFF_BITS": [8, 2],
+                   "TFF_ENCODERS": ["uniform", "hadamard"], "COMPRESSION_AGGREGATOR": True}
+
+
+def fedcore_job(params: dict, progress: Callable[[dict], None] | None = None, *,
+                lesson: Mapping[str, Callable] | None = None) -> dict:
+    """Notebook 09's TFF work: the small federated computations; FedAvg written from the federated
+    operators next to ``build_weighted_fed_avg`` and, with a proximal term, next to
+    ``build_weighted_fed_prox`` (both signs of the term); the quantizing aggregation factory in
+    ``build_weighted_fed_avg(model_aggregator=...)``; TFF's own compression (``EncodedSumFactory``
+    with uniform and Hadamard quantization, ``compression_aggregator``) on the hand-written FedAvg
+    loop. Every run starts from the experiment's initial weights on the same clients and batches
+    (client learning rate constant).
+
+    ``params``: the experiment's and FedAvg's (:func:`~data_utils.experiment.parse_params`) and
+    :data:`FEDCORE_OPTIONS`. ``lesson``: in this process only, the notebook's own definitions
+    (``federated_basics``, ``build_fedavg_from_primitives``, ``quantized_sum_factory``) used
+    instead of :mod:`data_utils.fedcore`'s and :mod:`data_utils.compression`'s."""
+    import logging
+
+    from tensorflow.python.framework import config as tf_config
+
+    from . import compression, fedcore
+    from .fedavg import run_fedavg
+    from .robust import TffAggregatorHook
+    from .tff_fedavg import (build_fedavg, element_spec, import_tff, keras_model_fn, run_tff_fedavg,
+                             set_state_weights, state_weights)
+    from .training import client_trainer
+
+    def check_own(opts):
+        check_positive("PROXIMAL_STRENGTH", opts["PROXIMAL_STRENGTH"])
+        compression.check_bits(opts["AGGREGATOR_BITS"])
+        check_list("TFF_BITS", opts["TFF_BITS"], lambda name, b: check_int(name, b, 1, 16), allow_empty=True)
+        check_list("TFF_ENCODERS", opts["TFF_ENCODERS"],
+                   lambda name, k: check_choice(name, k, fedcore.TFF_ENCODERS), allow_empty=True)
+
+    job = setup(dict(params, CLIENT_LR_SCHEDULE="constant"), FEDCORE_OPTIONS, check_own=check_own)
+    exp, cfg, opts, data, clients, w0 = job.exp, job.cfg, job.opts, job.data, job.clients, job.initial_weights
+    own = {"federated_basics": fedcore.federated_basics,
+           "build_fedavg_from_primitives": fedcore.build_fedavg_from_primitives,
+           "quantized_sum_factory": compression.quantized_sum_factory, **(lesson or {})}
+    tff = import_tff()
+    import tensorflow as tf
+
+    evaluate = job.evaluator()
+    shape = (exp.model, data.input_shape, data.num_classes)
+    runs = [(kind, b) for kind in opts["TFF_ENCODERS"] for b in opts["TFF_BITS"]]
+    runs += [("compression_aggregator", 8)] if opts["COMPRESSION_AGGREGATOR"] else []
+    done, total, seconds = [0], cfg.rounds * (6 + len(runs)), {}
+
+    def tick(part):
+        def on_round(record, _state=None):
+            done[0] += 1
+            if progress:
+                progress({"round": done[0], "rounds": total, "part": part,
+                          "test_accuracy": record.metrics.get("test_accuracy") if record else None})
+        return on_round
+
+    def accuracy(history):
+        return [float(r.metrics["test_accuracy"]) for r in history]
+
+    def gap(a, b):
+        return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+
+    def distance(a, b):
+        return float(np.sqrt(sum(np.sum((np.asarray(x, np.float64) - y) ** 2) for x, y in zip(a, b))))
+
+    out = {"versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                        "tensorflow_federated": tff.__version__}, "rounds": cfg.rounds}
+    t = time.perf_counter()
+    out["basics"] = {k: list(v) for k, v in own["federated_basics"]().items()}
+    seconds["basics"] = time.perf_counter() - t
+
+    # 1. FedAvg from the federated operators, next to build_weighted_fed_avg (same batches)
+    t = time.perf_counter()
+    ours = own["build_fedavg_from_primitives"](*shape, cfg.client_lr)
+    theirs = build_fedavg(*shape, cfg.client_lr, cfg.server_lr)
+    w_ours, h_ours = fedcore.run_primitives(ours, w0, clients, cfg, evaluate, tick("FedAvg, from primitives"))
+    state, h_theirs = run_tff_fedavg(theirs, set_state_weights(theirs, theirs.initialize(), w0), clients, cfg,
+                                     evaluate=evaluate, progress=False, on_round=tick("FedAvg, TFF"),
+                                     data_path="datasets")
+    w_theirs = state_weights(theirs, state)
+    out["fedavg"] = {"primitives": accuracy(h_ours), "tff": accuracy(h_theirs),
+                     "primitives_loss": [r.metrics["train_loss"] for r in h_ours],
+                     "tff_loss": [r.metrics["train_loss"] for r in h_theirs],
+                     "max_weight_diff": gap(w_ours, w_theirs),
+                     "relative_weight_diff": distance(w_ours, w_theirs) / distance(w_theirs, w0),
+                     "next_signature": str(ours.next.type_signature),
+                     "tff_next_signature": str(theirs.next.type_signature),
+                     "initial_accuracy": float(evaluate(w0)["test_accuracy"]),
+                     "final_weights": [np.asarray(w) for w in w_ours]}
+    seconds["fedavg"] = time.perf_counter() - t
+
+    # 2. the proximal term, both signs, next to build_weighted_fed_prox
+    t = time.perf_counter()
+    mu = float(opts["PROXIMAL_STRENGTH"])
+    prox = tff.learning.algorithms.build_weighted_fed_prox(
+        keras_model_fn(*shape, element_spec(data.input_shape)), proximal_strength=mu,
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=cfg.client_lr),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=cfg.server_lr))
+    state, h_prox = run_tff_fedavg(prox, set_state_weights(prox, prox.initialize(), w0), clients, cfg,
+                                   evaluate=evaluate, progress=False, on_round=tick("FedProx, TFF"),
+                                   data_path="datasets")
+    w_prox = state_weights(prox, state)
+    out["fedprox"] = {"mu": mu, "tff": accuracy(h_prox), "tff_distance_from_fedavg": distance(w_prox, w_ours)}
+    for name, strength in (("paper_sign", mu), ("flipped_sign", -mu)):
+        process = own["build_fedavg_from_primitives"](*shape, cfg.client_lr, proximal_strength=strength)
+        w, h = fedcore.run_primitives(process, w0, clients, cfg, evaluate, tick(f"FedProx, {name}"))
+        out["fedprox"][name] = {"accuracy": accuracy(h), "max_weight_diff": gap(w, w_prox),
+                                "relative_weight_diff": distance(w, w_prox) / distance(w_prox, w0),
+                                "distance_from_fedavg": distance(w, w_ours)}
+    seconds["fedprox"] = time.perf_counter() - t
+
+    # 3. the quantizing aggregation factory inside build_weighted_fed_avg
+    t = time.perf_counter()
+    bits = int(opts["AGGREGATOR_BITS"])
+    quantized = build_fedavg(*shape, cfg.client_lr, cfg.server_lr,
+                             model_aggregator=tff.aggregators.MeanFactory(own["quantized_sum_factory"](bits)))
+    _, h_q = run_tff_fedavg(quantized, set_state_weights(quantized, quantized.initialize(), w0), clients, cfg,
+                            evaluate=evaluate, progress=False, on_round=tick(f"FedAvg, {bits}-bit factory"),
+                            data_path="datasets")
+    value_type = tff.types.to_type([(np.float32, w.shape) for w in w0])
+    out["aggregator"] = {"bits": bits, "accuracy": accuracy(h_q),
+                         "next_signature": str(own["quantized_sum_factory"](bits).create(value_type).next.type_signature),
+                         "bytes": compression.encoded_bytes([w.shape for w in w0], bits)}
+    seconds["aggregator"] = time.perf_counter() - t
+
+    # 4. TFF's own compression aggregating the hand-written FedAvg loop's updates. TFF's encoders
+    # draw their rounding (and rotation) noise with unseeded random ops, which TensorFlow's op
+    # determinism refuses: it is switched off for this part (that noise is not reproducible).
+    t = time.perf_counter()
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    if was_deterministic:
+        tf_config.disable_op_determinism()
+    quiet = _DropMessage("temporarily allocate extra memory")   # TFF's bit packing logs this per tensor
+    logging.getLogger().addFilter(quiet)
+    rows, hooks = [], {}
+    try:
+        for kind, b in runs:   # TFF builds first: in Keras 2 a TFF build invalidates Keras models made before it
+            try:
+                hooks[kind, b] = TffAggregatorHook(fedcore.tff_compression_factory(kind, b), w0)
+            except Exception as err:  # noqa: BLE001 - say why TFF refused, in one line
+                hooks[kind, b] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+        trainer = client_trainer(exp.model, data.input_shape, data.num_classes, cfg.client_lr)
+        for (kind, b), hook in hooks.items():
+            row = {"kind": kind, "bits": b, "bytes": fedcore.tff_encoded_bytes(kind, b, [w.shape for w in w0]),
+                   "accuracy": None, "error": hook if isinstance(hook, str) else None}
+            if row["error"] is None:
+                try:
+                    _, h = run_fedavg(trainer, w0, clients, cfg, evaluate=evaluate, progress=False, aggregate=hook)
+                    row["accuracy"] = accuracy(h)
+                except Exception as err:  # noqa: BLE001
+                    row["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+            for _ in range(cfg.rounds):
+                tick(f"TFF {kind}, {b} bits")(None)
+            rows.append(row)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+        if was_deterministic:
+            tf_config.enable_op_determinism()
+    out["tff_compression"] = rows
+    seconds["tff_compression"] = time.perf_counter() - t
+    out["seconds"] = seconds
+    out["float32_bytes"] = compression.encoded_bytes([w.shape for w in w0], 32)
+    return out
+
+
+def loopback_bytes() -> int | None:
+    """Bytes the machine's loopback interface has carried so far (received; Linux's
+    /proc/net/dev), None elsewhere. Counts every local connection, not only TFF's."""
+    try:
+        for line in open("/proc/net/dev", encoding="ascii"):
+            name, _, rest = line.partition(":")
+            if name.strip() == "lo":
+                return int(rest.split()[0])
+    except OSError:
+        return None
+    return None
+
+
+def tff_workers_job(params: dict, progress=None) -> dict:
+    """Notebook 10, part 1: TFF's FedAvg (notebook 04's, clients' data read from files) with
+    each round's clients split across several TFF workers (:func:`data_utils.workers.use_workers`,
+    TFF's mergeable-computation context). Own parameters: ``WORKER_COUNTS`` (list: run once per
+    count, on that many workers started on 127.0.0.1) or ``ADDRESSES`` (list of ``"host:port"``:
+    run once on those workers, already running here or on other machines). Every run starts from
+    the same state on the same clients. Returns per run: seconds per round, the global weights'
+    largest difference from the first run's after each round, test accuracy after the last
+    round, loopback bytes per round (this machine, everything local) and the model's size."""
+    from . import workers
+    from .models import weights_nbytes
+    from .tff_fedavg import build_fedavg, run_tff_fedavg, set_state_weights
+
+    def check_own(opts):
+        check_list("WORKER_COUNTS", opts["WORKER_COUNTS"], lambda n, v: check_int(n, v, low=1, high=8))
+        if opts["ADDRESSES"] is not None:
+            workers.check_addresses(opts["ADDRESSES"])
+
+    job = setup(params, {"WORKER_COUNTS": [1, 2], "ADDRESSES": None}, check_own=check_own)
+    exp, cfg, own = job.exp, job.cfg, job.opts
+    tell = progress or (lambda row: None)
+    process = build_fedavg(exp.model, job.data.input_shape, job.data.num_classes, cfg.client_lr,
+                           cfg.server_lr, client_momentum=cfg.client_momentum)
+    workers.use_local_worker()
+    state0 = set_state_weights(process, process.initialize(), job.initial_weights)
+    evaluator = job.evaluator()
+    settings = ([(len(own["ADDRESSES"]), list(own["ADDRESSES"]))] if own["ADDRESSES"] is not None
+                else [(int(k), None) for k in own["WORKER_COUNTS"]])
+    runs, reference = [], None
+    for k, addresses in settings:
+        started = [] if addresses is not None else workers.start_local_workers(k)
+        weights_by_round: list = []
+        try:
+            workers.use_workers(addresses or [w.address for w in started])
+            before = loopback_bytes()
+            state, history = run_tff_fedavg(
+                process, state0, job.clients, cfg, progress=False,
+                on_round=lambda rec, s: weights_by_round.append(
+                    [np.asarray(w) for w in process.get_model_weights(s).trainable]))
+            after = loopback_bytes()
+        finally:
+            workers.use_local_worker()
+            for w in started:
+                w.stop()
+        reference = reference or weights_by_round
+        diffs = [max(float(np.max(np.abs(a - b))) for a, b in zip(mine, ref))
+                 for mine, ref in zip(weights_by_round, reference)]
+        seconds = [h.seconds for h in history]
+        runs.append({"workers": k, "addresses": addresses or [w.address for w in started],
+                     "seconds_per_round": seconds,
+                     "median_seconds_per_round": float(np.median(seconds[1:] or seconds)),
+                     "max_weight_diff_by_round": diffs,
+                     "test_accuracy": float(evaluator(weights_by_round[-1])["test_accuracy"]),
+                     "loopback_bytes_per_round": None if before is None or after is None
+                     else (after - before) / len(history)})
+        tell({"workers": k, "median_seconds_per_round": runs[-1]["median_seconds_per_round"]})
+    return {"experiment": exp.as_dict(), "rounds": cfg.rounds, "runs": runs,
+            "model_bytes": int(weights_nbytes(job.initial_weights)),
+            "clients_per_round": int(len(history[0].clients)), "cpu_count": os.cpu_count()}

@@ -31,7 +31,7 @@ TABLE_START, TABLE_END = "<!-- colab-table:start -->", "<!-- colab-table:end -->
 # Notebooks whose main work needs TensorFlow Federated (the Python 3.11 stack). The others run on
 # any Python with TensorFlow 2.14+ (Keras 2 or 3), so also on Colab's default runtime.
 NEEDS_TFF = {"00_environment_check", "04_tff_fedavg", "06_privacy_and_secure_aggregation",
-             "07_robustness"}
+             "07_robustness", "08_heterogeneity_remedies", "09_federated_core", "10_scaling"}
 # A TFF notebook that runs its TFF work through data_utils.sidecar.run_job (mode "auto") is
 # "sidecar-ready": on Colab's default runtime that work goes to the Python 3.11 side environment,
 # so it runs there too (`make test-py313` checks that it does). Detected from its code.

@@ -66,7 +66,7 @@ def test_unknown_names_and_notebooks_are_errors():
     with pytest.raises(ValueError, match="unknown parameter.*'NUM_CLIENT'"):
         check_notebook_params("01", dict(notebook_defaults("01"), NUM_CLIENT=5))
     with pytest.raises(ValueError, match="notebook must be one of"):
-        check_notebook_params("08", {})
+        check_notebook_params("99", {})
 
 
 def test_what_the_notebooks_get_back():
@@ -149,8 +149,29 @@ BAD = {
     "BOOST": [0, -10, "10"],
     "TRIM_FRACTION": [0.5, -0.1, "0.1"],
     "AGGREGATORS": [[], ["mean", "krum"], "mean", None],
+    "ALGORITHMS": [[], ["fedavg", "fedsgd"], "fedavg", None],
+    "TEST_IMAGES": [0, "1000"],
+    "MU": [-0.01, "0.01", None],
+    "SERVER_MOMENTUM": [1.0, -0.1, "0.9"],
+    "ADAPTIVE_SERVER_LR": [0, -0.01, "0.01"],
+    "LAST_ROUNDS": [0, 6, "2"],                        # 6: more than ROUNDS
+    "DRIFT_CLASSES": [[], [0], [11], 2],
+    "DRIFT_EPOCHS": [[], [0], ["1"], 1],
+    "FINE_TUNE_EPOCHS": [0, "2"],
+    "LOCAL_ONLY_EPOCHS": [0, 2.5],
+    "TFF_ALGORITHMS": [[], ["scaffold"], "fedprox", None],
+    "TFF_ROUNDS": [0, 6, "2"],                         # 6: more than ROUNDS
+    "PROXIMAL_STRENGTH": [0, -0.5, "0.5", None],
+    "BITS": [[], [32, 0], [32, 33], [8, 4], [32, "8"], 32],   # [8, 4]: no uncompressed baseline
+    "AGGREGATOR_BITS": [0, 33, "4", 2.5],
+    "TFF_BITS": [[], [17], [0], ["8"], 8],
+    "TFF_ENCODERS": [[], ["kashin"], "uniform", None],
+    "COMPRESSION_AGGREGATOR": ["yes", 1, None],
+    "WORKER_COUNTS": [[], [0], [9], ["2"], 2],
+    "WORKER_ADDRESSES": [[], ["localhost"], ["h:0"], ["a:1", "a:1"], "a:1"],
 }
-BAD_IN = {"03": {"ROUNDS": [0], "NUM_CLIENTS": [1]}, "06": {"NUM_CLIENTS": [1]}, "07": {"ROUNDS": [0]}}
+BAD_IN = {"03": {"ROUNDS": [0], "NUM_CLIENTS": [1]}, "06": {"NUM_CLIENTS": [1]}, "07": {"ROUNDS": [0]},
+          "08": {"ROUNDS": [0], "NUM_CLIENTS": [1]}, "09": {"ROUNDS": [0]}, "10": {"ROUNDS": [0]}}
 
 
 def bad_cases():
