@@ -219,8 +219,9 @@ def check_runtime(needs_tff: bool = True, setup_code: int | None = None,
         lines.append("TensorFlow Federated runs in this runtime.")
     elif info.tff_mode == "sidecar":
         lines.append("TensorFlow Federated cannot run in this Python, so this notebook runs its TFF "
-                     f"work in the Python 3.11 side environment ({info.side_python}) through "
-                     "data_utils.sidecar; everything else runs here.")
+                     "work in the Python 3.11 side environment through data_utils.sidecar; "
+                     "everything else runs here.")
+        lines.append(f"Side environment: {info.side_python}")
     if setup_code not in (None, 0, RESTART_EXIT_CODE):
         lines.append(f"colab_setup.sh reported a problem (exit code {setup_code}, see above).")
     lines += info.notes

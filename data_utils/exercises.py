@@ -25,7 +25,6 @@ from typing import Callable
 import numpy as np
 
 from .aggregation import weighted_average
-from .clients import sample_clients
 from .metrics import classification_metrics
 from .report import per_client_gains
 from .robust import trimmed_mean

@@ -343,7 +343,8 @@ NOTEBOOK_PARAMS: dict[str, dict[str, Any]] = {
     "10": {**_COMMON, **_SPLIT, "MODEL": EXPERIMENT, "TRAIN_LIMIT": EXPERIMENT,
            "ROUNDS": (FEDAVG, _int(1)), "CLIENTS_PER_ROUND": FEDAVG, "LOCAL_EPOCHS": FEDAVG,
            "BATCH_SIZE": FEDAVG, "CLIENT_LR": FEDAVG, "WORKER_COUNTS": _list_of(_int(1, 8)),
-           "WORKER_ADDRESSES": _worker_addresses},
+           "WORKER_ADDRESSES": _worker_addresses, "FLOWER_CLIENTS": _int(1, 8), "FLOWER_ROUNDS": _int(1),
+           "FLOWER_TRAIN_EXAMPLES": _int(10), "FLOWER_TEST_EXAMPLES": _int(1), "FLOWER_TIMEOUT": _positive()},
 }
 
 
@@ -363,6 +364,14 @@ def _at_least(name, low, why):
         if values[name] < low:
             raise ValueError(f"{name} must be at least {low} here ({why}), got {values[name]!r}")
     return rule
+
+
+def _flower_examples(values, exp):
+    """Every Flower client needs at least 10 training images."""
+    need = 10 * values["FLOWER_CLIENTS"]
+    if values["FLOWER_TRAIN_EXAMPLES"] < need:
+        raise ValueError(f"FLOWER_TRAIN_EXAMPLES must be at least 10 per Flower client ({need} for "
+                         f"FLOWER_CLIENTS={values['FLOWER_CLIENTS']}), got {values['FLOWER_TRAIN_EXAMPLES']!r}")
 
 
 def _secagg_fits(values, exp):
@@ -422,6 +431,7 @@ NOTEBOOK_RULES: dict[str, list[Callable]] = {
     "08": [_at_least("NUM_CLIENTS", 2, "client drift compares clients' updates"),
            _below("LAST_ROUNDS", "ROUNDS", or_equal=True), _below("TFF_ROUNDS", "ROUNDS", or_equal=True)],
     "09": [_uncompressed_baseline],
+    "10": [_flower_examples],
 }
 
 

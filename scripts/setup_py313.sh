@@ -15,8 +15,12 @@ VENV="${VENV313:-$ROOT/.venv313}"
 UV_VERSION="0.13.8"
 # tensorflow-cpu: the same TensorFlow without the CUDA libraries (about 250 MB instead of 600 MB).
 # dp-accounting: data_utils.privacy; ipywidgets: tqdm's notebook progress bars, as in Colab.
+# flwr: Flower, notebook 10's networked clients (data_utils/flower_fl.py). It cannot live in .venv
+# (its grpcio >= 1.70 / protobuf >= 5.28 exclude TFF 0.87's TensorFlow 2.14); pinned because its
+# CLI flags and app API change between releases. 1.42.0 brings protobuf 6.33 (TensorFlow 2.21
+# accepts >= 6.31.1, < 8) and grpcio >= 1.70 (checked with uv pip install --dry-run, 2026-11-30).
 PACKAGES=(tensorflow-cpu dp-accounting matplotlib scikit-learn tqdm ipywidgets papermill nbval ipykernel
-          pytest pytest-xdist hypothesis)
+          pytest pytest-xdist hypothesis "flwr==1.42.0")
 cd "$ROOT"
 # Colab-style constraints (or a user's) would pin TensorFlow to something else.
 unset UV_CONSTRAINT UV_BUILD_CONSTRAINT PIP_CONSTRAINT

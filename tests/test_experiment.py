@@ -169,9 +169,15 @@ BAD = {
     "COMPRESSION_AGGREGATOR": ["yes", 1, None],
     "WORKER_COUNTS": [[], [0], [9], ["2"], 2],
     "WORKER_ADDRESSES": [[], ["localhost"], ["h:0"], ["a:1", "a:1"], "a:1"],
+    "FLOWER_CLIENTS": [0, 9, "2"],
+    "FLOWER_ROUNDS": [0, "2"],
+    "FLOWER_TRAIN_EXAMPLES": [0, 9, "2000"],
+    "FLOWER_TEST_EXAMPLES": [0, "2000"],
+    "FLOWER_TIMEOUT": [0, -1, "300"],
 }
 BAD_IN = {"03": {"ROUNDS": [0], "NUM_CLIENTS": [1]}, "06": {"NUM_CLIENTS": [1]}, "07": {"ROUNDS": [0]},
-          "08": {"ROUNDS": [0], "NUM_CLIENTS": [1]}, "09": {"ROUNDS": [0]}, "10": {"ROUNDS": [0]}}
+          "08": {"ROUNDS": [0], "NUM_CLIENTS": [1]}, "09": {"ROUNDS": [0]},
+          "10": {"ROUNDS": [0], "FLOWER_TRAIN_EXAMPLES": [19]}}
 
 
 def bad_cases():

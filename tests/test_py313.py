@@ -28,7 +28,7 @@ _spec.loader.exec_module(header)
 # Every notebook without TFF; of the TFF notebooks that run their TFF work in the side
 # environment, notebook 04 (COURSE_PY313_ALL=1: all of them, notebook 00 included; each costs
 # one to three minutes more here).
-TFF_NOTEBOOKS_IN_CI = {"04_tff_fedavg"}
+TFF_NOTEBOOKS_IN_CI = {"04_tff_fedavg", "10_scaling"}  # 10: its Flower half runs only here
 ALL = os.environ.get("COURSE_PY313_ALL", "0") == "1"
 NOTEBOOKS = [p for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
              if header.runs_without_tff_here(p)
