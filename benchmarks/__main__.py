@@ -1,6 +1,6 @@
 """Run the course's benchmarks and write the report.
 
-    python -m benchmarks                 # make bench: all four sections, about 30 minutes
+    python -m benchmarks                 # make bench: all five sections, about 90 minutes
     python -m benchmarks --smoke         # make bench-smoke: tiny settings, about a minute
     python -m benchmarks --sections 1,3  # only some sections (merged into the existing report)
     python -m benchmarks --render        # rewrite the markdown and PNGs from report.json
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import common, report
+from . import common, niid, report
 from .settings import FULL, SECTION_NUMBERS, SECTIONS, SMOKE, Settings
 
 
@@ -35,7 +35,7 @@ def parse_sections(text: str | None) -> list[str]:
         name = SECTION_NUMBERS.get(part, part)
         if name not in SECTIONS:
             raise argparse.ArgumentTypeError(
-                f"unknown section {part!r}; choose from 1-4 or {', '.join(SECTIONS)}")
+                f"unknown section {part!r}; choose from 1-{len(SECTIONS)} or {', '.join(SECTIONS)}")
         if name not in chosen:
             chosen.append(name)
     return [s for s in SECTIONS if s in chosen]
@@ -94,6 +94,10 @@ def run_section(section: str, settings: Settings, work: Path) -> dict:
                   "train_examples": next((j["train_examples"] for j in jobs if j.get("ok")), None)}
         if not result["ok"]:
             result["error"] = "; ".join(j.get("error", "") for j in jobs if not j.get("ok"))
+    elif section == "niid":
+        result = niid.combine([run_job(job, settings, work, "niid_" + "_".join(
+            "".join(ch for ch in row.lower() if ch.isalnum()) for row in job["rows"]))
+            for job in niid.jobs(settings)])
     else:
         result = run_job({"section": section}, settings, work, section)
     samples = [result["process"]["load"]] if "process" in result else \
@@ -110,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny settings (CI); numbers mean nothing")
     parser.add_argument("--sections", type=parse_sections, default=None,
-                        help="comma-separated sections: 1/overhead, 2/rounds, 3/scale, 4/budget")
+                        help="comma-separated sections: 1/overhead, 2/rounds, 3/scale, 4/budget, "
+                             "5/niid")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for report.json, jobs and logs (default build/bench, "
                              "smoke: build/bench-smoke)")

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import niid
+
 FIGURES = {"overhead": "bench_overhead.png", "rounds": "bench_rounds.png",
-           "scale": "bench_scale.png", "budget": "bench_budget.png"}
+           "scale": "bench_scale.png", "budget": "bench_budget.png", "niid": "bench_niid.png"}
 TITLES = {"overhead": "1. Orchestration overhead", "rounds": "2. Rounds to a target accuracy",
           "scale": "3. Scale: number of simulated clients",
-          "budget": "4. Best accuracy within a CPU-time budget"}
-NUMBERS = {"overhead": "1", "rounds": "2", "scale": "3", "budget": "4"}
+          "budget": "4. Best accuracy within a CPU-time budget",
+          "niid": "5. Flower's niid_bench table, side by side"}
+NUMBERS = {"overhead": "1", "rounds": "2", "scale": "3", "budget": "4", "niid": "5"}
 ENGINE_NAMES = {"tff": "TFF FedAvg round", "tff_datasets": "TFF round, datasets shipped",
                 "manual": "manual FedAvg round",
                 "keras_epoch": "plain Keras epoch", "compiled_epoch": "one compiled loop"}
@@ -42,8 +45,9 @@ def _goal(section, goal, measured, limit, met, unit="", lower_is_better=True, no
         summary = f"{_num(measured)}{unit} (goal {cmp} {_num(limit)}{unit})"
         if not met:
             gap = (measured - limit) if lower_is_better else (limit - measured)
-            rel = abs(gap) / limit * 100 if limit else float("nan")
-            summary += f", missed by {_num(abs(gap))}{unit} ({rel:.0f}%)"
+            summary += f", missed by {_num(abs(gap))}{unit}"
+            if limit:
+                summary += f" ({abs(gap) / limit * 100:.0f}%)"
     return {"section": section, "goal": goal, "measured": measured, "limit": limit,
             "met": met, "summary": summary + (f"; {note}" if note else "")}
 
@@ -139,6 +143,8 @@ def evaluate_goals(payload: dict) -> list[dict]:
                            run["best_accuracy"] if run else None, ref,
                            None if not run else run["beat_reference"], "",
                            lower_is_better=False))
+    if "niid" in s:
+        goals += niid.goals(s, payload.get("sections", {}).get("niid"), _goal)
     return goals
 
 
@@ -346,10 +352,18 @@ def md_overhead(payload, r, fig) -> list[str]:
                         else f"<= {goal}x: {'met' if x['goal_met'] else 'missed'}")
                      + " |")
     setup_s = ts["build_seconds"] + ts["initialize_seconds"]
-    lines += ["", f"TFF's one-time cost: building the FedAvg process took {ts['build_seconds']:.1f} s "
-                  f"and `initialize()` {ts['initialize_seconds']:.1f} s: {setup_s:.1f} s together, "
+    where = (f"median of {ts['processes']} fresh Python processes" if ts.get("processes")
+             else "in the benchmark's process")
+    lines += ["", f"TFF's one-time cost ({where}): building the FedAvg process took "
+                  f"{ts['build_seconds']:.1f} s and `initialize()` {ts['initialize_seconds']:.1f} s: "
+                  f"{setup_s:.1f} s together, "
                   f"{'within' if setup_s <= s['goal_tff_setup_seconds'] else 'over'} the "
-                  f"{s['goal_tff_setup_seconds']:g} s goal.", ""]
+                  f"{s['goal_tff_setup_seconds']:g} s goal"
+                  + (f"; importing TFF (and starting the course's worker) took {ts['import_seconds']:.1f} s "
+                     "before that" if ts.get("import_seconds") is not None else "") + "."
+                  + (" Per process (import, build, initialize): " + "; ".join(
+                      f"{r['import_seconds']:.1f}, {r['build_seconds']:.1f}, {r['initialize_seconds']:.2f} s"
+                      for r in ts["runs"]) + "." if ts.get("runs") else ""), ""]
     if "ratio_to_manual" in tff:
         lines += [f"TFF's round (client ids, the worker reading each client's files) costs "
                   f"{tff['ratio_to_manual']:.2f}x the hand-written round (median of per-repeat ratios "
@@ -609,6 +623,35 @@ def md_budget(payload, r, fig) -> list[str]:
     return lines
 
 
+def _kept_text(payload: dict, md_path: Path) -> tuple[dict, dict]:
+    """What a report keeps from the previous ``benchmarks.md`` for the sections this payload does
+    not hold (run earlier, their numbers no longer in report.json): their goal rows
+    ({section number: [lines]}) and their text ({section: [lines]}), verbatim. A smoke report
+    keeps nothing, and nothing is kept from a smoke report."""
+    if payload["smoke"] or not md_path.is_file():
+        return {}, {}
+    text = md_path.read_text()
+    if "SMOKE RUN" in text.split("## Machine")[0]:
+        return {}, {}
+    lines = text.splitlines()
+    missing = [s for s in TITLES if s not in payload.get("sections", {})]
+    g0 = lines.index("## Goals") if "## Goals" in lines else len(lines)
+    goal_table = lines[g0:next((i for i in range(g0 + 1, len(lines)) if lines[i].startswith("## ")),
+                               len(lines))]
+    blocks, goals = {}, {}
+    for section in missing:
+        head = f"## {TITLES[section]}"
+        if head not in lines:
+            continue
+        start = lines.index(head)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        blocks[section] = lines[start:end]
+        rows = [ln for ln in goal_table if ln.startswith(f"| {NUMBERS[section]} | ")]
+        if rows:
+            goals[NUMBERS[section]] = rows
+    return goals, blocks
+
+
 def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
     docs.mkdir(parents=True, exist_ok=True)
     m = payload["machine"]
@@ -638,7 +681,11 @@ def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
         "section, interleaved, are affected less).", "",
         "## Goals", "",
         "| section | goal | result |", "|---|---|---|"]
+    kept_goals, kept_blocks = _kept_text(payload, docs / "benchmarks.md")
     for g in payload["goals"]:
+        if any(g["section"] == NUMBERS[k] for k in kept_blocks):
+            lines += kept_goals.pop(g["section"], [])  # its rows from the previous report, once
+            continue
         mark = {True: "met", False: "**missed**", None: "not measured"}[g["met"]]
         lines.append(f"| {g['section']} | {g['goal']} | {mark}: {g['summary']} |")
     lines.append("")
@@ -646,8 +693,13 @@ def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
     plotters = {"overhead": lambda r, p: plot_overhead(r, p),
                 "rounds": lambda r, p: plot_rounds(r, p),
                 "scale": lambda r, p: plot_scale(r, p, payload["settings"]["scale"]["goal_memory_mb"]),
-                "budget": lambda r, p: plot_budget(r, p)}
-    for section in ("overhead", "rounds", "scale", "budget"):
+                "budget": lambda r, p: plot_budget(r, p),
+                "niid": lambda r, p: niid.plot(r, p, _plt())}
+    writers["niid"] = niid.markdown
+    for section in ("overhead", "rounds", "scale", "budget", "niid"):
+        if section in kept_blocks:
+            lines += kept_blocks[section]
+            continue
         lines += _section_header(payload, section)
         r = _ok(payload, section)
         if r is None:
@@ -656,7 +708,7 @@ def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
         plotters[section](r, fig)
         lines += writers[section](payload, r, FIGURES[section])
     lines += ["## Method notes", "",
-              "- Every job (section 1, 2, 4; each scale configuration) runs in a fresh Python process "
+              "- Every job (section 1, 2, 4; each scale configuration; each row of section 5) runs in a fresh Python process "
               "started in its own session, which is ended afterwards together with TFF's "
               "`worker_binary`; its peak memory (VmHWM) and CPU time are read from `/proc` for the "
               "Python process and its `worker_binary`.",
@@ -677,7 +729,7 @@ def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
               "reproduces Li et al. 2021, *Federated Learning on Non-IID Data Silos: An "
               "Experimental Study* (arXiv:2102.02079).", "",
               "## Reproduce", "",
-              "```bash", "make bench        # all sections (about 30 min on 2 cores)",
+              "```bash", "make bench        # all sections (about 90 min on 2 cores: sections 1-4 30, section 5 60)",
               "make bench-smoke  # tiny settings, about a minute (what the test runs)",
               "python -m benchmarks --sections 3   # one section, merged into the existing report",
               "```", ""]

@@ -67,9 +67,11 @@ def _keras_model(s: Settings, data, lr: float):
 
 
 def _build_tff(s: Settings, data, lr: float, weights) -> tuple:
-    """Build TFF's FedAvg process, initialize it, load ``weights``; with the seconds each took."""
-    from data_utils.tff_fedavg import build_fedavg, set_state_weights
+    """Build TFF's FedAvg process, initialize it, load ``weights``; with the seconds each took
+    (TFF imported first: its import is timed apart, by :func:`fresh_setup`)."""
+    from data_utils.tff_fedavg import build_fedavg, import_tff, set_state_weights
 
+    import_tff()
     clock = common.Clock()
     process = build_fedavg(s.data.model, data.input_shape, data.num_classes, client_lr=lr)
     build = clock.lap()
@@ -78,6 +80,43 @@ def _build_tff(s: Settings, data, lr: float, weights) -> tuple:
     state = set_state_weights(process, state, weights)
     return process, state, {"build_seconds": build[0], "build_cpu_seconds": build[1],
                             "initialize_seconds": init[0], "initialize_cpu_seconds": init[1]}
+
+
+_SETUP_SCRIPT = """
+import json, sys, time
+t0 = time.perf_counter()
+from data_utils.tff_fedavg import build_fedavg, import_tff
+import_tff()
+t1 = time.perf_counter()
+process = build_fedavg(sys.argv[1], (28, 28, 1), 10, client_lr=float(sys.argv[2]))
+t2 = time.perf_counter()
+process.initialize()
+t3 = time.perf_counter()
+print("SETUP " + json.dumps({"import_seconds": t1 - t0, "build_seconds": t2 - t1, "initialize_seconds": t3 - t2}))
+"""
+
+
+def fresh_setup(s: Settings, lr: float) -> dict:
+    """What a learner waits for the first time: in ``s.overhead.setup_processes`` fresh Python
+    processes, importing TFF (with the course's worker started), building FedAvg's process and
+    ``initialize()``, each timed; medians, and every run. (A second build in the same process
+    is about 3x faster: TensorFlow's autograph caches the functions it converted.)"""
+    import json
+    import subprocess
+    import sys
+
+    runs = []
+    for _ in range(s.overhead.setup_processes):
+        out = subprocess.run([sys.executable, "-c", _SETUP_SCRIPT, s.data.model, str(lr)], capture_output=True,
+                             text=True, timeout=600, cwd=str(common.ROOT),
+                             env=dict(os.environ, PYTHONPATH=str(common.ROOT)))
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("SETUP ")), None)
+        if line is None:
+            raise RuntimeError(f"the setup timing process failed: {out.stderr.strip()[-500:]}")
+        runs.append(json.loads(line[6:]))
+    med = {k: common.median([r[k] for r in runs]) for k in runs[0]}
+    return {**med, "build_cpu_seconds": None, "initialize_cpu_seconds": None, "runs": runs,
+            "processes": len(runs)}
 
 
 class _Stop(Exception):
@@ -146,7 +185,8 @@ def overhead(s: Settings) -> dict:
         len(data.x_train), o.num_clients, o.per_client, s.data.seed))
     w0 = _initial_weights(s, data)
     # Keras 2: building a TFF computation invalidates Keras models made before it, so TFF first.
-    process, state, tff_setup = _build_tff(s, data, o.client_lr, w0)
+    process, state, in_process = _build_tff(s, data, o.client_lr, w0)
+    tff_setup = {**fresh_setup(s, o.client_lr), "in_process": in_process}
     manual_model = _trainer(s, data, o.client_lr)
     plain_model = _keras_model(s, data, o.client_lr)
     plain_model.set_weights(w0)

@@ -34,6 +34,10 @@ def main(argv: list[str]) -> int:
             result = sections.scale(settings, job["engine"], [int(k) for k in job["client_counts"]])
         elif section == "budget":
             result = sections.budget(settings)
+        elif section == "niid":
+            from . import niid
+
+            result = niid.run(settings, job.get("rows"))
         else:
             raise ValueError(f"unknown section {section!r}")
         result["ok"] = True

@@ -9,7 +9,10 @@
   for Image Classification", which trains a single dense layer on flattened EMNIST digits;
 - ``cnn_mcmahan``: the CNN of McMahan et al. 2017, "Communication-Efficient Learning of Deep
   Networks from Decentralized Data" (5x5 conv 32 -> pool -> 5x5 conv 64 -> pool -> Dense 512 ->
-  Dense 10), 1,663,370 parameters on 28x28x1 inputs.
+  Dense 10), 1,663,370 parameters on 28x28x1 inputs;
+- ``lenet5``: the LeNet-style CNN of Li et al. 2022 (NIID-Bench) and Flower's baseline
+  ``niid_bench`` (5x5 conv 6 -> pool -> 5x5 conv 16 -> pool -> Dense 120 -> Dense 84 -> Dense 10,
+  no padding, ReLU), 44,426 parameters on 28x28x1 inputs (the benchmark's section 5).
 
 Models output logits; losses use ``from_logits=True``.
 """
@@ -21,7 +24,7 @@ import numpy as np
 
 from .validate import check_choice, check_int, check_number, check_positive, is_int
 
-MODELS = ("cnn_small", "cnn_mcmahan")
+MODELS = ("cnn_small", "cnn_mcmahan", "lenet5")
 
 
 def _cnn_small(tf, input_shape, num_classes):
@@ -49,7 +52,23 @@ def _cnn_mcmahan(tf, input_shape, num_classes):
     ], name="cnn_mcmahan")
 
 
-_BUILDERS: dict[str, Callable] = {"cnn_small": _cnn_small, "cnn_mcmahan": _cnn_mcmahan}
+def _lenet5(tf, input_shape, num_classes):
+    layers = tf.keras.layers
+    return tf.keras.Sequential([
+        layers.Input(shape=input_shape),
+        layers.Conv2D(6, 5, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(16, 5, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(120, activation="relu"),
+        layers.Dense(84, activation="relu"),
+        layers.Dense(num_classes),
+    ], name="lenet5")
+
+
+_BUILDERS: dict[str, Callable] = {"cnn_small": _cnn_small, "cnn_mcmahan": _cnn_mcmahan,
+                                  "lenet5": _lenet5}
 
 
 def build_model(name: str = "cnn_small", input_shape: Sequence[int] = (28, 28, 1),

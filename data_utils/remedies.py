@@ -243,7 +243,12 @@ class Remedy:
                 new = local_train(self.trainer, weights, batches, mu=self.mu)
             elif algo == "scaffold":
                 c_i = self.c_clients.get(c, [np.zeros_like(w) for w in weights])
-                new = local_train(self.trainer, weights, batches, correction=[s - si for s, si in zip(self.c, c_i)])
+                # With client momentum b the correction enters the momentum buffer, which multiplies a
+                # steady term by 1/(1 - b): scaled by (1 - b) it moves each step by lr (c - c_i), as
+                # the paper's plain-SGD step (and Flower's baseline, which adds it after momentum) does.
+                keep = 1.0 - cfg.client_momentum
+                new = local_train(self.trainer, weights, batches,
+                                  correction=[keep * (s - si) for s, si in zip(self.c, c_i)])
                 new_c[c] = scaffold_control(c_i, self.c, weights, new, len(batches), lr)
             else:
                 new = local_train(self.trainer, weights, batches)

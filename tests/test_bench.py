@@ -15,7 +15,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import common, report  # noqa: E402
+from benchmarks import common, niid, report  # noqa: E402
 from benchmarks.__main__ import parse_sections  # noqa: E402
 from benchmarks.settings import FULL, SECTIONS, SMOKE, settings_from_dict  # noqa: E402
 
@@ -57,11 +57,12 @@ def test_settings_round_trip_and_sections():
     assert settings_from_dict(FULL.as_dict()) == FULL
     assert settings_from_dict(SMOKE.as_dict()) == SMOKE
     assert parse_sections("1,scale") == ["overhead", "scale"]
+    assert parse_sections("5") == parse_sections("niid") == ["niid"]
     assert parse_sections(None) == list(SECTIONS)
     import argparse
 
     with pytest.raises(argparse.ArgumentTypeError, match="unknown section"):
-        parse_sections("5")
+        parse_sections("6")
 
 
 def test_goal_wording_says_by_how_much():
@@ -70,6 +71,73 @@ def test_goal_wording_says_by_how_much():
     g = report._goal("4", "acc", 0.9, 0.884, True, lower_is_better=False)
     assert "missed" not in g["summary"]
     assert report._goal("3", "m", None, 3072, None)["summary"] == "not measured"
+
+
+def test_niid_flower_table_is_the_cited_one():
+    # Flower baseline niid_bench README (Fashion-MNIST rows), as quoted in issue 16
+    issue = {"IID": (89.23, 89.33, 89.42, 89.36), "Dirichlet(0.5)": (88.09, 88.44, 88.15, 88.22),
+             "#C=1": (28.39, 10.00, 32.65, 16.86), "#C=2": (78.10, 33.80, 78.05, 71.67),
+             "#C=3": (82.43, 80.32, 82.99, 81.97)}
+    assert {row: tuple(m for m, _ in cells) for row, cells in niid.FLOWER.items()} == issue
+    assert [r[0] for r in FULL.niid.rows] == list(issue)
+    assert [c[0] for c in FULL.niid.columns][:4] == list(niid.FLOWER_COLUMNS)
+    assert niid.FLOWER_URL == "https://github.com/adap/flower/tree/main/baselines/niid_bench"
+    assert niid.flower("#C=2", "SCAFFOLD") == 33.80 and niid.flower("IID", "FedAvgM") is None
+
+
+def _niid_payload(acc: dict, seconds: float = 1800.0) -> dict:
+    """A report payload holding section 5 with the given best accuracies {(row, column): %}."""
+    cells = [{"row": r, "column": c, "ok": True, "best_accuracy": a / 100, "best_round": 1,
+              "final_accuracy": a / 100, "curve": [a / 100], "seconds": 1.0,
+              "train_cpu_seconds": 1.0, "eval_cpu_seconds": 0.1} for (r, c), a in acc.items()]
+    entry = {"ok": True, "seconds": seconds, "load": {"min": 1, "max": 2, "mean": 1.5},
+             "result": {"cells": cells, "cpu_seconds": 2 * seconds,
+                        "rows": [{"row": r[0]} for r in FULL.niid.rows]}}
+    return {"settings": FULL.as_dict(), "sections": {"niid": entry}}
+
+
+def test_niid_goals_within_two_points_and_best_remedy():
+    cols = [c[0] for c in FULL.niid.columns]
+    acc = {(row, c): niid.flower(row, c) if c in niid.FLOWER_COLUMNS else 50.0
+           for row in niid.FLOWER for c in cols}
+    for row in niid.FLOWER:  # the best remedy beats Flower's FedAvg on every row by 0.5 points
+        acc[(row, "FedAvgM")] = niid.flower(row, "FedAvg") + 0.5
+    acc[("IID", "SCAFFOLD")] -= 1.9   # within 2 points
+    acc[("#C=3", "FedNova")] -= 2.5   # not within
+    goals = niid.goals(FULL.as_dict(), _niid_payload(acc)["sections"]["niid"], report._goal)
+    assert [g["met"] for g in goals] == [True, True, False, True, True]
+    assert goals[0]["measured"] == pytest.approx(1.9) and "SCAFFOLD" in goals[0]["summary"]
+    assert goals[2]["measured"] == pytest.approx(2.5) and "missed by 0.5 points" in goals[2]["summary"]
+    assert goals[3]["measured"] == pytest.approx(0.5) and goals[4]["measured"] == 30.0
+    for c in cols[1:]:  # now no remedy beats Flower's FedAvg (28.39) on #C=1
+        acc[("#C=1", c)] = 20.0
+    goals = niid.goals(FULL.as_dict(), _niid_payload(acc, seconds=4000)["sections"]["niid"], report._goal)
+    assert goals[3]["met"] is False and "#C=1" in goals[3]["summary"]
+    assert goals[4]["met"] is False and "missed by 6.67 min" in goals[4]["summary"]
+    del acc[("IID", "FedNova")]  # a missing cell: the row's goal is not measured
+    entry = _niid_payload(acc)["sections"]["niid"]
+    goals = niid.goals(FULL.as_dict(), entry, report._goal)
+    assert goals[0]["met"] is None and goals[0]["summary"] == "not measured"
+    entry["result"]["cells"].append({"row": "IID", "column": "FedNova", "ok": False,
+                                     "error": "ValueError: NaN"})  # a cell that failed: missed
+    goals = niid.goals(FULL.as_dict(), entry, report._goal)
+    assert goals[0]["met"] is False and "FedNova failed (ValueError: NaN)" in goals[0]["summary"]
+    assert all(g["met"] is None for g in niid.goals(FULL.as_dict(), None, report._goal))
+    entry["result"]["rows"] = entry["result"]["rows"][:2]  # rows missing: no section wall time
+    goals = niid.goals(FULL.as_dict(), entry, report._goal)
+    assert goals[4]["met"] is None and "only 2 of 5 rows ran" in goals[4]["summary"]
+
+
+def test_report_keeps_text_of_sections_not_in_report_json(tmp_path):
+    old = ["# Benchmarks", "", "## Goals", "", "| section | goal | result |", "|---|---|---|",
+           "| 2 | kept goal | met (earlier) |", "", "## 2. Rounds to a target accuracy", "",
+           "old text of section 2", "", "## Method notes", ""]
+    (tmp_path / "benchmarks.md").write_text("\n".join(old))
+    payload = {"smoke": False, "sections": {"overhead": {}}}
+    goals, blocks = report._kept_text(payload, tmp_path / "benchmarks.md")
+    assert goals == {"2": ["| 2 | kept goal | met (earlier) |"]}
+    assert blocks == {"rounds": ["## 2. Rounds to a target accuracy", "", "old text of section 2", ""]}
+    assert report._kept_text(dict(payload, smoke=True), tmp_path / "benchmarks.md") == ({}, {})
 
 
 def test_speedups_exact_and_bounds():
@@ -160,7 +228,17 @@ def test_bench_smoke_end_to_end(tmp_path):
     for x in b["runs"]:
         assert x["rounds_run"] >= 1 and x["beat_reference"] == (x["best_accuracy"] > x["reference"])
 
-    assert len(rep["goals"]) == 9
+    n = rep["sections"]["niid"]["result"]
+    assert {(c["row"], c["column"]) for c in n["cells"]} == {
+        (r[0], c[0]) for r in SMOKE.niid.rows for c in SMOKE.niid.columns}
+    for c in n["cells"]:
+        assert c["ok"], f"niid cell {c['row']}/{c['column']} failed: {c.get('error')}"
+        assert len(c["curve"]) == SMOKE.niid.rounds and 0 <= c["best_accuracy"] <= 1
+        assert c["best_accuracy"] == max(c["curve"]) and c["train_cpu_seconds"] > 0
+    assert n["setup"]["model"] == "lenet5" and n["cpu_seconds"] > 0
+    assert "| partition | FedAvg | SCAFFOLD | FedProx | FedNova | FedAvgM |" in (out / "benchmarks.md").read_text()
+
+    assert len(rep["goals"]) == 9 + len(SMOKE.niid.goal_rows) + 2
     o = rep["sections"]["overhead"]["result"]
     assert {"tff", "tff_datasets", "manual", "keras_epoch", "compiled_epoch"} <= set(o["engines"])
     assert o["engines"]["tff"]["ratio_to_manual"] > 0 and o["engines"]["tff_datasets"]["ratio_to_manual"] > 0
@@ -177,7 +255,7 @@ def test_bench_smoke_end_to_end(tmp_path):
 
     # No TFF worker_binary survives: every job ran in its own session, and each is empty now.
     pids = [rep["sections"][s]["result"]["process"]["pid"] for s in ("overhead", "rounds", "budget")]
-    pids += [p["pid"] for p in sc["processes"]]
+    pids += [p["pid"] for p in sc["processes"]] + [p["pid"] for p in n["processes"]]
     time.sleep(1)
     for pid in pids + [proc.pid]:
         left = _live_in_session(pid)
