@@ -291,9 +291,9 @@ def use_workers(addresses, timeout: float = 30.0) -> list[str]:
     """Make the workers at ``addresses`` (``"host:port"``, here or on other machines) TFF's default
     context, after checking each answers within ``timeout`` s (a TimeoutError naming the first
     that does not). Returns the addresses. :func:`use_local_worker` goes back to the local one."""
+    addresses = check_addresses(addresses)  # before importing TFF: a bad list is a ValueError anywhere
     import tensorflow_federated as tff
 
-    addresses = check_addresses(addresses)
     for a in addresses:
         mine = next((w for w in _STARTED if w.address == a), None)
         wait_ready(a, timeout, mine.process if mine else None)
