@@ -23,6 +23,30 @@ def live_worker_binaries(orphans_only: bool = False) -> list[int]:
             and (not orphans_only or ppid in ("1", str(os.getpid())))]
 
 
+def run_python_child(code: str, args: list, tmp_path: Path, timeout: float = 600,
+                     artifacts: bool = True) -> tuple[int, str, int]:
+    """Run ``python -c code *args`` from the repository root in its own session (its output in
+    ``tmp_path/child.log``; with ``artifacts``, its build/ artifacts under ``tmp_path``), then kill
+    its whole process group: a TFF worker_binary it started is in that group. Returns the exit
+    code, the log's last 4,000 characters and the child's pid (its process group id)."""
+    log_path = tmp_path / "child.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    if artifacts:
+        env["COURSE_ARTIFACTS_DIR"] = str(tmp_path / "artifacts")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ROOT), env=env,
+                                start_new_session=True)
+        try:
+            code_ = proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the child's worker_binary is in this group
+            except ProcessLookupError:
+                pass
+    return code_, log_path.read_text()[-4000:], proc.pid
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_leftover_worker_binary():
     """TFF's worker_binary outlives the process that imported TFF (see ENVIRONMENT.md). At the end

@@ -4,16 +4,13 @@ solution, fails plausible wrong answers with its own sentence (never a traceback
 run in one child process in its own session, killed with its worker_binary at the end."""
 import importlib.util
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from data_utils import exercises as ex
+from conftest import run_python_child
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = {p.stem[:2]: p for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
@@ -155,19 +152,9 @@ json.dump(out, open(sys.argv[1], "w"))
 
 @pytest.mark.tff  # imports TFF in a child of this Python: not in the Python 3.13 run
 def test_tff_checks(tmp_path):
-    out_path, log_path = tmp_path / "out.json", tmp_path / "child.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out_path)], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=str(ROOT), env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=600)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the child's worker_binary is in this group
-            except ProcessLookupError:
-                pass
-    assert code == 0, log_path.read_text()[-4000:]
+    out_path = tmp_path / "out.json"
+    code, log, _ = run_python_child(CHILD, [out_path], tmp_path, artifacts=False)
+    assert code == 0, log
     out = json.loads(out_path.read_text())
     right, no_momentum, not_weighted = out["04"]
     assert right.startswith("Correct"), right

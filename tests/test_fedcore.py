@@ -6,15 +6,12 @@ build_weighted_fed_prox; the quantizing aggregation factory equals the pure NumP
 Everything that imports TFF runs in one child process in its own session, whose process group is
 killed at the end (no worker_binary outlives the test). Small: 3 clients, 300 images, 2 rounds."""
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python_child
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "09_federated_core.ipynb"
@@ -133,21 +130,10 @@ def test_lesson_cells_package_and_tff_agree(tmp_path):
     params = {"NUM_CLIENTS": 3, "PARTITION": "dirichlet", "ALPHA": 0.5, "SEED": 5, "TRAIN_LIMIT": 240,
               "TEST_LIMIT": 300, "ROUNDS": 2, "CLIENTS_PER_ROUND": None, "LOCAL_EPOCHS": 1, "BATCH_SIZE": 20,
               "CLIENT_LR": 0.1, "CLIENT_LR_SCHEDULE": "constant"}
-    out_path, log_path = tmp_path / "out.json", tmp_path / "child.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
-               COURSE_ARTIFACTS_DIR=str(tmp_path / "artifacts"))
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(lesson_cells()), json.dumps(params),
-                                 str(out_path)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=str(ROOT), env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=900)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the child's worker_binary is in this group
-            except ProcessLookupError:
-                pass
-    assert code == 0, log_path.read_text()[-4000:]
+    out_path = tmp_path / "out.json"
+    code, log, _ = run_python_child(CHILD, [json.dumps(lesson_cells()), json.dumps(params), out_path],
+                                    tmp_path, timeout=900)
+    assert code == 0, log
     out = json.loads(out_path.read_text())
 
     notebook, package = out["basics"]

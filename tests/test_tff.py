@@ -2,10 +2,7 @@
 loop. Everything that imports TFF runs in a child process started in its own session, whose
 process group is killed at the end, so no TFF worker_binary outlives the test (ENVIRONMENT.md)."""
 import json
-import os
-import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -15,6 +12,7 @@ import pytest
 
 from data_utils.experiment import FEDAVG_PARAMS, apply_preset, parse_params
 from data_utils.tff_fedavg import JOB_OPTIONS
+from conftest import run_python_child
 
 
 def job_config(params):
@@ -118,26 +116,14 @@ CHILD = textwrap.dedent("""
 
 def run_child(params: dict, tmp_path: Path, timeout: int = 600) -> dict:
     """Run CHILD with TFF in its own session; kill its whole process group afterwards."""
-    out_path, log_path = tmp_path / "out.json", tmp_path / "child.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
-               COURSE_ARTIFACTS_DIR=str(tmp_path / "artifacts"))
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(params), str(out_path)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=str(ROOT), env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=timeout)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the child's worker_binary is in this group
-            except ProcessLookupError:
-                pass
+    out_path = tmp_path / "out.json"
+    code, log, pid = run_python_child(CHILD, [json.dumps(params), out_path], tmp_path, timeout)
     time.sleep(0.5)
     leftovers = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True,
                                text=True).stdout.splitlines()
-    assert not [l for l in leftovers if l.split()[1] == str(proc.pid) and "worker_binary" in l
+    assert not [l for l in leftovers if l.split()[1] == str(pid) and "worker_binary" in l
                 and not l.split()[2].startswith("Z")], "a worker_binary survived the child"
-    assert code == 0, log_path.read_text()[-4000:]
+    assert code == 0, log
     return json.loads(out_path.read_text())
 
 
@@ -271,21 +257,9 @@ def test_notebook_04_lesson_cells_train_like_the_package(tmp_path):
     params = {"SMOKE": True, "NUM_CLIENTS": 5, "PARTITION": "dirichlet", "ALPHA": 0.5, "SEED": 7,
               "ROUNDS": 2, "CLIENTS_PER_ROUND": 3, "LOCAL_EPOCHS": 1, "BATCH_SIZE": 20, "CLIENT_LR": 0.1,
               "CLIENT_LR_SCHEDULE": "cosine", "CLIENT_MOMENTUM": 0.5, "SERVER_LR": 1.0}
-    out_path, log_path = tmp_path / "out.json", tmp_path / "child.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
-               COURSE_ARTIFACTS_DIR=str(tmp_path / "artifacts"))
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", LESSON_CHILD, json.dumps(cells), json.dumps(params),
-                                 str(out_path)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=str(ROOT), env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=600)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the child's worker_binary is in this group
-            except ProcessLookupError:
-                pass
-    assert code == 0, log_path.read_text()[-4000:]
+    out_path = tmp_path / "out.json"
+    code, log, _ = run_python_child(LESSON_CHILD, [json.dumps(cells), json.dumps(params), out_path], tmp_path)
+    assert code == 0, log
     res = json.loads(out_path.read_text())
     assert res["rounds"] == [2, 2]
     assert res["clients"][0] == res["clients"][1] and len(res["clients"][0][0]) == 3
