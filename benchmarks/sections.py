@@ -100,23 +100,35 @@ def fresh_setup(s: Settings, lr: float) -> dict:
     """What a learner waits for the first time: in ``s.overhead.setup_processes`` fresh Python
     processes, importing TFF (with the course's worker started), building FedAvg's process and
     ``initialize()``, each timed; medians, and every run. (A second build in the same process
-    is about 3x faster: TensorFlow's autograph caches the functions it converted.)"""
+    is about 3x faster: TensorFlow's autograph caches the functions it converted.) The same number
+    of processes, interleaved with those, time TFF's default, where AutoGraph also rewrites the
+    pure-Python helpers the course leaves alone (``$COURSE_AUTOGRAPH_ALL=1``; see
+    ``data_utils.tff_fedavg.AUTOGRAPH_SKIPPED``): ``tff_default`` in the result."""
     import json
     import subprocess
     import sys
 
-    runs = []
-    for _ in range(s.overhead.setup_processes):
+    def one(autograph_all: str) -> dict:
         out = subprocess.run([sys.executable, "-c", _SETUP_SCRIPT, s.data.model, str(lr)], capture_output=True,
                              text=True, timeout=600, cwd=str(common.ROOT),
-                             env=dict(os.environ, PYTHONPATH=str(common.ROOT)))
+                             env=dict(os.environ, PYTHONPATH=str(common.ROOT), COURSE_AUTOGRAPH_ALL=autograph_all))
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("SETUP ")), None)
         if line is None:
             raise RuntimeError(f"the setup timing process failed: {out.stderr.strip()[-500:]}")
-        runs.append(json.loads(line[6:]))
+        return json.loads(line[6:])
+
+    runs, default_runs = [], []
+    for _ in range(s.overhead.setup_processes):
+        runs.append(one("0"))
+        if s.overhead.setup_tff_default:
+            default_runs.append(one("1"))
     med = {k: common.median([r[k] for r in runs]) for k in runs[0]}
-    return {**med, "build_cpu_seconds": None, "initialize_cpu_seconds": None, "runs": runs,
-            "processes": len(runs)}
+    out = {**med, "build_cpu_seconds": None, "initialize_cpu_seconds": None, "runs": runs,
+           "processes": len(runs)}
+    if default_runs:
+        out["tff_default"] = {**{k: common.median([r[k] for r in default_runs]) for k in default_runs[0]},
+                              "runs": default_runs}
+    return out
 
 
 class _Stop(Exception):

@@ -33,6 +33,7 @@ class Overhead:
     goal_tff_vs_manual: float = 1.5  # TFF round vs the hand-written round
     goal_tff_setup_seconds: float = 5.0  # building the FedAvg process + initialize()
     setup_processes: int = 3             # fresh Python processes timing import, build, initialize
+    setup_tff_default: bool = True       # as many again with TFF's default AutoGraph, interleaved
     # TFF worker settings tried (section 1b): name -> (max_concurrent_computation_calls,
     # loop implementation, {environment variable: value} for the worker process)
     worker_settings: tuple = (
@@ -185,7 +186,7 @@ SMOKE = Settings(
     smoke=True,
     data=Data(train_limit=3000, test_limit=1000),
     overhead=replace(Overhead(), num_clients=3, per_client=60, warmup=1, repeats=2, worker_repeats=1,
-                     setup_processes=1,
+                     setup_processes=1, setup_tff_default=False,
                      worker_settings=Overhead().worker_settings[:2]),
     rounds=replace(Rounds(), num_clients=20, algorithms=(
         Algorithm("FedSGD", 1, None, 0.3, max_rounds=2, eval_every=1),

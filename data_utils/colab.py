@@ -230,7 +230,47 @@ def check_runtime(needs_tff: bool = True, setup_code: int | None = None,
     return info
 
 
-def setup_notebook(course_dir, needs_tff: bool = True) -> RuntimeInfo:
+DRIVE_ROOT = "/content/drive"
+
+
+def keep_build_in(folder) -> Path:
+    """Keep this notebook's artifacts and results in ``folder`` (``folder/artifacts`` and
+    ``folder/results``) instead of ``build/`` in the course's clone.
+
+    In Colab every notebook gets a fresh runtime, so what notebook 02 or 04 saved in ``build/`` is
+    gone when notebook 05 starts and 05 recomputes it. Give every notebook the same folder on
+    Google Drive (``/content/drive/MyDrive/...``; Drive is mounted here when the path is under
+    ``/content/drive`` and it is not mounted yet) and each reuses what the earlier ones saved;
+    artifacts are only reused when their parameters match, so a shared folder cannot mix runs.
+    Anywhere else any writable absolute folder works the same way (tests use a temporary one).
+    Sets ``$COURSE_ARTIFACTS_DIR`` and ``$COURSE_RESULTS_DIR``, so jobs run in the side
+    environment or a child process use the folder too. Returns the folder."""
+    if not isinstance(folder, (str, os.PathLike)) or not str(folder).strip():
+        raise ValueError(f"keep_build_in must be a folder path (a non-empty string), got {folder!r}")
+    path = Path(folder).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"keep_build_in must be an absolute path (for Google Drive: "
+                         f"'{DRIVE_ROOT}/MyDrive/fl-course'), got {str(folder)!r}")
+    on_drive = path == Path(DRIVE_ROOT) or Path(DRIVE_ROOT) in path.parents
+    if on_drive:
+        if "google.colab" not in sys.modules:
+            raise ValueError(f"keep_build_in={str(folder)!r} is on Google Drive, which only Colab "
+                             "mounts; outside Colab use a local folder (or leave it None for build/)")
+        if not (Path(DRIVE_ROOT) / "MyDrive").is_dir():
+            from google.colab import drive  # Colab asks the learner to allow access once
+            drive.mount(DRIVE_ROOT)
+    for sub in ("artifacts", "results"):
+        try:
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"keep_build_in={str(folder)!r}: cannot create {path / sub} ({err})") from None
+    os.environ["COURSE_ARTIFACTS_DIR"] = str(path / "artifacts")  # data_utils.artifacts
+    os.environ["COURSE_RESULTS_DIR"] = str(path / "results")  # data_utils.env.results_dir
+    print(f"Artifacts and results: {path} (kept across notebooks)")
+    return path
+
+
+def setup_notebook(course_dir, needs_tff: bool = True, keep_build_in_folder=None) -> RuntimeInfo:
     """What every notebook's setup cell does once the course is on ``sys.path``.
 
     In Colab's own kernel (``google.colab`` loaded; never under Jupyter, papermill or nbval):
@@ -239,10 +279,13 @@ def setup_notebook(course_dir, needs_tff: bool = True) -> RuntimeInfo:
     starts a fresh kernel, and the learner runs all again), stop with a clear error if this
     runtime cannot run the course (exit code 1), and work from the course's ``notebooks/``
     folder. Everywhere: :func:`check_runtime` prints what this runtime is and how the notebook
-    runs here; its facts are returned."""
+    runs here; its facts are returned. ``keep_build_in_folder`` (the setup cell's
+    ``KEEP_BUILD_IN``): see :func:`keep_build_in`."""
     import subprocess
 
     course_dir = Path(course_dir)
+    if keep_build_in_folder is not None:  # checked before anything is installed
+        keep_build_in(keep_build_in_folder)
     setup_code = None
     if "google.colab" in sys.modules:
         loaded = ",".join(sorted({m.split(".")[0] for m in sys.modules}))

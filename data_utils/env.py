@@ -21,6 +21,7 @@ from .validate import check_int
 
 PACKAGE_NAME = "data_utils"
 RESULTS_ENV_VAR = "COURSE_RESULTS_DIR"
+DEFAULT_RESULTS_DIR = "build/results"  # the notebooks' RESULTS_DIR default
 
 
 def in_colab() -> bool:
@@ -64,8 +65,12 @@ def set_seed(seed: int, deterministic_ops: bool = True) -> None:
 
 def results_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder results JSON files go to: ``path`` if given, else ``$COURSE_RESULTS_DIR``, else
-    ``<repo>/build/results``. Relative paths are taken from the repository root."""
-    chosen = path or os.environ.get(RESULTS_ENV_VAR) or "build/results"
+    ``<repo>/build/results``. Relative paths are taken from the repository root. The notebooks'
+    default, ``"build/results"``, also follows ``$COURSE_RESULTS_DIR`` when it is set (the setup
+    cell's ``KEEP_BUILD_IN`` sets it: :func:`data_utils.colab.keep_build_in`)."""
+    if path is not None and Path(path) == Path(DEFAULT_RESULTS_DIR):
+        path = None
+    chosen = path or os.environ.get(RESULTS_ENV_VAR) or DEFAULT_RESULTS_DIR
     chosen = Path(chosen)
     if not chosen.is_absolute():
         chosen = repo_root() / chosen

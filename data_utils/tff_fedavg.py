@@ -71,11 +71,40 @@ def import_tff():
         from .workers import use_local_worker
 
         use_local_worker()
+        skip_autograph_where_unneeded()
         _CONTEXT_SET.append(True)
     return tff
 
 
 _CONTEXT_SET: list = []
+
+# TFF modules whose functions have no control flow on tensors (their `if`s and loops test Python
+# values: structure checks, optimizer hyperparameters, Keras metric bookkeeping), plus `attr`,
+# which TFF calls while tracing. AutoGraph rewrites each such function to graph code on first use
+# (parse, transform, compile its source), and that rewrite, not the graph it produces, is most of
+# the seconds `build_weighted_fed_avg` takes in a fresh process. Tracing them as plain Python
+# gives the same graph. The client's training loop, the Keras model's forward pass and the
+# aggregators keep AutoGraph (their loops and conditions do depend on tensors).
+AUTOGRAPH_SKIPPED = ("tensorflow_federated.python.common_libs", "attr",
+                     "tensorflow_federated.python.learning.metrics",
+                     "tensorflow_federated.python.learning.optimizers",
+                     "tensorflow_federated.python.learning.tensor_utils")
+AUTOGRAPH_ENV_VAR = "COURSE_AUTOGRAPH_ALL"  # "1": convert everything, as TFF does by default
+
+
+def skip_autograph_where_unneeded() -> bool:
+    """Tell AutoGraph not to convert :data:`AUTOGRAPH_SKIPPED` (once per process; TensorFlow's
+    own modules are on the same list already). Returns False when ``$COURSE_AUTOGRAPH_ALL`` is
+    "1" (TFF's default behaviour, for comparisons: ``make bench`` section 1 times both)."""
+    if os.environ.get(AUTOGRAPH_ENV_VAR) == "1":
+        return False
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    rules = autograph_config.CONVERSION_RULES
+    if not any(getattr(r, "_prefix", None) == AUTOGRAPH_SKIPPED[0] for r in rules):
+        autograph_config.CONVERSION_RULES = tuple(
+            autograph_config.DoNotConvert(m) for m in AUTOGRAPH_SKIPPED) + tuple(rules)
+    return True
 
 
 def keras_model_fn(model_name: str, input_shape, num_classes: int, element_spec) -> Callable:

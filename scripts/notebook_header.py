@@ -43,8 +43,7 @@ PY311_CLICKS = "Runtime → Change runtime type → Runtime version 2025.07"
 
 SETUP_TEMPLATE = '''\
 # Setup: written by scripts/notebook_header.py; what it does is data_utils.colab.setup_notebook.
-import subprocess, sys
-from pathlib import Path
+import subprocess, sys; from pathlib import Path
 COURSE_REPO, COURSE_REF, NEEDS_TFF = "{repo}", "{ref}", {needs_tff}  # repository: course.json
 CLONE = Path("/content") / COURSE_REPO.split("/")[-1]  # where the course lives in Colab
 if "google.colab" in sys.modules and not (CLONE / "colab_setup.sh").is_file():
@@ -53,7 +52,8 @@ if "google.colab" in sys.modules and not (CLONE / "colab_setup.sh").is_file():
 COURSE_DIR = next((p for p in (Path.cwd(), *Path.cwd().parents, CLONE) if (p / "data_utils" / "__init__.py").is_file()), CLONE)
 sys.path.insert(0, str(COURSE_DIR))
 from data_utils.colab import setup_notebook
-RUNTIME = setup_notebook(COURSE_DIR, needs_tff=NEEDS_TFF)  # Colab: install what is missing; everywhere: check the runtime
+KEEP_BUILD_IN = None  # e.g. "/content/drive/MyDrive/fl-course": keep artifacts and results on Google Drive across notebooks
+RUNTIME = setup_notebook(COURSE_DIR, needs_tff=NEEDS_TFF, keep_build_in_folder=KEEP_BUILD_IN)  # Colab: install what is missing; everywhere: check the runtime
 '''
 
 
@@ -152,10 +152,34 @@ def render(path: Path, config: dict) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+def render_solution(path: Path, config: dict) -> str:
+    """A ``solutions/`` notebook with its setup cell (its first code cell) freshly written; its
+    own title and links stay. It trains nothing, so it needs no TFF (its TFF checks skip
+    without it)."""
+    nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    setup = nbformat.v4.new_code_cell(
+        SETUP_TEMPLATE.format(repo=config["github_repo"], ref=config["ref"], needs_tff=False),
+        metadata={"tags": [SETUP_TAG]})
+    if code:
+        nb.cells[code[0]] = setup
+    else:
+        nb.cells.insert(1, setup)
+    clean(nb)
+    nb.nbformat, nb.nbformat_minor = 4, 4
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def render_any(path: Path, config: dict) -> str:
+    """:func:`render_solution` for ``solutions/`` notebooks, :func:`render` for lessons."""
+    return render_solution(path, config) if path.parent.name == "solutions" else render(path, config)
+
+
 def apply_header(path: Path, config: dict) -> bool:
     """Rewrite ``path``'s header cells; returns True if the file changed."""
     before = path.read_text(encoding="utf-8")
-    after = render(path, config)
+    after = render_any(path, config)
     if after != before:
         path.write_text(after, encoding="utf-8")
         return True
@@ -210,14 +234,14 @@ def main(argv=None) -> int:
         return 0
     if (args.repo or args.ref) and not args.check:
         CONFIG.write_text(json.dumps(config, indent=2) + "\n")
-    paths = args.notebooks or all_notebooks
+    paths = args.notebooks or [*all_notebooks, *sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))]
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
     changed = []
     for path in paths:
         if args.check:
-            if render(Path(path), config) != Path(path).read_text(encoding="utf-8"):
+            if render_any(Path(path), config) != Path(path).read_text(encoding="utf-8"):
                 changed.append(Path(path).name)
         elif apply_header(Path(path), config):
             changed.append(Path(path).name)

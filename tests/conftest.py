@@ -24,13 +24,14 @@ def live_worker_binaries(orphans_only: bool = False) -> list[int]:
 
 
 def run_python_child(code: str, args: list, tmp_path: Path, timeout: float = 600,
-                     artifacts: bool = True) -> tuple[int, str, int]:
+                     artifacts: bool = True, env: dict | None = None) -> tuple[int, str, int]:
     """Run ``python -c code *args`` from the repository root in its own session (its output in
     ``tmp_path/child.log``; with ``artifacts``, its build/ artifacts under ``tmp_path``), then kill
     its whole process group: a TFF worker_binary it started is in that group. Returns the exit
-    code, the log's last 4,000 characters and the child's pid (its process group id)."""
+    code, the log's last 4,000 characters and the child's pid (its process group id). ``env``:
+    extra environment variables for the child."""
     log_path = tmp_path / "child.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     if artifacts:
         env["COURSE_ARTIFACTS_DIR"] = str(tmp_path / "artifacts")
     with open(log_path, "w") as log:

@@ -140,6 +140,15 @@ def test_report_keeps_text_of_sections_not_in_report_json(tmp_path):
     assert report._kept_text(dict(payload, smoke=True), tmp_path / "benchmarks.md") == ({}, {})
 
 
+def test_autograph_sentence_compares_the_interleaved_runs():
+    ts = {"build_seconds": 3.6, "initialize_seconds": 0.34,
+          "tff_default": {"build_seconds": 4.9, "initialize_seconds": 0.31, "runs": [{}, {}, {}]}}
+    text = report._autograph_sentence(ts)
+    assert "in 3 processes" in text and "took 5.2 s (build 4.9 s)" in text
+    assert "saves 1.3 s (24%)" in text
+    assert FULL.overhead.setup_tff_default and not SMOKE.overhead.setup_tff_default
+
+
 def test_speedups_exact_and_bounds():
     def run(alg, reached, rounds):
         return {"partition": "iid", "algorithm": alg, "reached": reached,

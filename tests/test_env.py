@@ -70,6 +70,9 @@ def test_results_dir_relative_to_repo(tmp_path, monkeypatch):
     assert env.results_dir("build/x") == env.repo_root() / "build" / "x"
     monkeypatch.setenv(env.RESULTS_ENV_VAR, str(tmp_path))
     assert env.results_dir() == tmp_path
+    # the notebooks' default follows the variable (KEEP_BUILD_IN); any other path wins over it
+    assert env.results_dir("build/results") == tmp_path
+    assert env.results_dir("build/x") == env.repo_root() / "build" / "x"
 
 
 def test_repo_root_from_a_subfolder(tmp_path, monkeypatch):

@@ -18,6 +18,9 @@ from data_utils.clients import num_sampled, sample_clients
 from data_utils.fedavg import FedAvgConfig, save_fedavg_run
 
 ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("check_notebooks", ROOT / "scripts" / "check_notebooks.py")
+nb_checks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(nb_checks)
 
 
 # ---- training cost ---------------------------------------------------------------------------------
@@ -715,6 +718,10 @@ def test_notebook_05_table_matches_notebooks_02_03_and_04(tmp_path, monkeypatch)
                             parameters=params, cwd=str(ROOT / "notebooks"), kernel_name="python3",
                             progress_bar=False)
         seconds[stem] = time.perf_counter() - start
+    for stem in stems:  # what test_notebooks checks for the notebooks it runs alone
+        problems = nb_checks.output_problems(json.loads((tmp_path / f"{stem}.ipynb").read_text()), stem)
+        assert not problems, "what a learner would have to read past:\n" + "\n".join(problems)
+        print(f"{stem}: {seconds[stem]:.0f} s in smoke mode, in the chain")
     r02, r03, r04, r05 = (json.loads((tmp_path / "results" / f"{s}.json").read_text()) for s in stems)
     assert r05["smoke"] is True and r05["summary_table"]
     rows = {r["model"]: r for r in r05["table"]}

@@ -4,6 +4,7 @@ solution, fails plausible wrong answers with its own sentence (never a traceback
 run in one child process in its own session, killed with its worker_binary at the end."""
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from conftest import run_python_child
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = {p.stem[:2]: p for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
-NB10_CELLS = Path("/tmp/exercises/nb10_cells.json")  # until the lead merges notebook 10's cells
+SOLUTIONS = {p.stem[:2]: p for p in sorted((ROOT / "solutions").glob("[0-9][0-9]_*_solutions.ipynb"))}
 NUMPY_CHECKS = [nb for nb in ex.CHECKS if nb not in ("04", "09")]
 
 
@@ -42,18 +43,11 @@ def test_reference_solution_passes(nb):
 
 @pytest.mark.parametrize("nb", sorted(ex.CHECKS))
 def test_stub_as_shipped_says_not_done_yet(nb):
-    if nb == "10" and not any("exercise-stub" in c.get("metadata", {}).get("tags", [])
-                              for c in json.loads(NOTEBOOKS[nb].read_text())["cells"]):
-        if not NB10_CELLS.exists():
-            pytest.skip("notebook 10's exercise cells are not merged yet")
-        sources = ["".join(c["source"]) for c in json.loads(NB10_CELLS.read_text())
-                   if "exercise-stub" in c.get("metadata", {}).get("tags", [])]
-    else:
-        sources = stub_cells(nb)
-        assert len(sources) == 1, f"notebook {nb} has {len(sources)} exercise-stub cells"
-        name, check = ex.CHECKS[nb]
-        follow = checks_after_stubs(nb)[0]
-        assert f"print({check.__name__}({name}))" in follow, follow   # the check cell right after
+    sources = stub_cells(nb)
+    assert len(sources) == 1, f"notebook {nb} has {len(sources)} exercise-stub cells"
+    name, check = ex.CHECKS[nb]
+    follow = checks_after_stubs(nb)[0]
+    assert f"print({check.__name__}({name}))" in follow, follow   # the check cell right after
     scope = {}
     exec(sources[0], scope)
     name = ex.CHECKS[nb][0]
@@ -118,6 +112,60 @@ def test_tff_checks_skip_without_tff():
     assert ex.check_mean_square(lambda: object()) == ex.NEEDS_TFF
 
 
+# ---- the solutions/ notebooks: one per lesson, their solution passes the lesson's own check --------
+def solution_scope(nb: str) -> dict:
+    """Run the solutions notebook's code cells (not its setup cell, not the check cell) and return
+    their namespace: what a learner has after "run all" up to the check."""
+    cells = json.loads(SOLUTIONS[nb].read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code" and "course-setup" not in c["metadata"].get("tags", [])]
+    name, check = ex.CHECKS[nb]
+    calls = [c for c in code if f"print({check.__name__}({name}))" in "".join(c["source"])]
+    assert len(calls) == 1, f"solutions {nb}: one cell must print {check.__name__}({name})"
+    scope: dict = {}
+    for c in code:
+        if c is not calls[0]:
+            exec("".join(c["source"]), scope)  # noqa: S102 - the course's own notebook
+    assert callable(scope.get(name)), f"solutions {nb} defines no {name}"
+    return scope
+
+
+def test_every_lesson_has_a_solutions_notebook():
+    assert sorted(SOLUTIONS) == sorted(NOTEBOOKS) == sorted(ex.CHECKS)
+
+
+@pytest.mark.parametrize("nb", NUMPY_CHECKS)
+def test_solutions_notebook_passes_the_lessons_check(nb):
+    name = ex.CHECKS[nb][0]
+    assert run_check(nb, solution_scope(nb)[name]).startswith("Correct"), nb
+
+
+EXERCISE_ITEM = re.compile(r"^(\d+)\. (\*\*)?", re.M)
+
+
+def exercise_numbers(nb: str) -> dict[str, list[int]]:
+    """The lesson's exercise lists ({heading: [number, ...]}) without its coding exercise(s)."""
+    out = {}
+    for c in json.loads(NOTEBOOKS[nb].read_text())["cells"]:
+        text = "".join(c["source"])
+        head = re.match(r"#{2,3} (Exercises.*)", text)
+        if c["cell_type"] == "markdown" and head:
+            items = re.split(r"(?m)^(?=\d+\. )", text)[1:]
+            out[head.group(1).strip()] = [int(i.split(".")[0]) for i in items
+                                         if "(coding" not in i.split("\n")[0] and "(coding" not in i[:200]]
+    return out
+
+
+@pytest.mark.parametrize("nb", sorted(NOTEBOOKS))
+def test_solutions_answer_every_other_exercise(nb):
+    text = "\n".join("".join(c["source"]) for c in json.loads(SOLUTIONS[nb].read_text())["cells"]
+                     if c["cell_type"] == "markdown")
+    assert "## Answers to the other exercises" in text, f"solutions {nb}: no answers section"
+    for heading, numbers in exercise_numbers(nb).items():
+        prefix = "Flower exercise" if "Flower" in heading else "Exercise"
+        found = [int(n) for n in re.findall(rf"(?m)^\*\*{prefix} (\d+)\.\*\*", text)]
+        assert found == numbers, f"solutions {nb}: answers to {prefix.lower()}s {found}, the lesson has {numbers}"
+
+
 CHILD = r"""
 import json, sys
 import numpy as np
@@ -144,8 +192,12 @@ def on_clients():
     sq = tff.tensorflow.computation(lambda x: x * x, np.float32)
     return tff.federated_computation(lambda r: tff.federated_map(sq, r), tff.FederatedType(np.float32, tff.CLIENTS))
 
+sys.path.insert(0, sys.argv[2])
+from test_exercises import solution_scope
 out = {"04": [ex.check_momentum_process(f) for f in (ex.solution_momentum_process, plain_fedavg, unweighted)],
-       "09": [ex.check_mean_square(f) for f in (ex.solution_mean_square, mean_not_squared, on_clients)]}
+       "09": [ex.check_mean_square(f) for f in (ex.solution_mean_square, mean_not_squared, on_clients)],
+       "solutions": [ex.check_momentum_process(solution_scope("04")["my_momentum_process"]),
+                     ex.check_mean_square(solution_scope("09")["my_mean_square"])]}
 json.dump(out, open(sys.argv[1], "w"))
 """
 
@@ -153,7 +205,7 @@ json.dump(out, open(sys.argv[1], "w"))
 @pytest.mark.tff  # imports TFF in a child of this Python: not in the Python 3.13 run
 def test_tff_checks(tmp_path):
     out_path = tmp_path / "out.json"
-    code, log, _ = run_python_child(CHILD, [out_path], tmp_path, artifacts=False)
+    code, log, _ = run_python_child(CHILD, [out_path, Path(__file__).parent], tmp_path, artifacts=False)
     assert code == 0, log
     out = json.loads(out_path.read_text())
     right, no_momentum, not_weighted = out["04"]
@@ -164,3 +216,4 @@ def test_tff_checks(tmp_path):
     assert right.startswith("Correct"), right
     assert "not the mean of the squares" in not_squared, not_squared
     assert "type signature" in wrong_place and "{float32}@CLIENTS" in wrong_place, wrong_place
+    assert all(v.startswith("Correct") for v in out["solutions"]), out["solutions"]  # solutions/ 04, 09

@@ -174,6 +174,61 @@ def test_tff_fedavg_equals_manual_fedavg(tmp_path):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
 
 
+AUTOGRAPH_CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from data_utils import tff_fedavg as t
+    from data_utils.models import build_model
+    t.import_tff()
+    import tensorflow as tf
+    from tensorflow.python.autograph.core import config
+    from tensorflow.python.autograph.impl import api
+
+    converted = []
+    convert = api._convert_actual
+    api._convert_actual = lambda entity, ctx: converted.append(entity.__module__) or convert(entity, ctx)
+    w0 = build_model("cnn_small", (28, 28, 1), 10, seed=3).get_weights()
+    rng = np.random.default_rng(0)
+    data = [tf.data.Dataset.from_tensor_slices((rng.random((40, 28, 28, 1), dtype=np.float32),
+                                                rng.integers(0, 10, 40).astype(np.int32))).batch(20)
+            for _ in range(3)]
+    rules = config.CONVERSION_RULES
+    for name in ("course", "tff_default"):  # tff_default: AutoGraph converts everything (TFF's way)
+        if name == "tff_default":
+            config.CONVERSION_RULES = tuple(r for r in rules if getattr(r, "_prefix", None) not in t.AUTOGRAPH_SKIPPED)
+        converted.clear()
+        process = t.build_fedavg("cnn_small", (28, 28, 1), 10, client_lr=0.05, client_momentum=0.9)
+        state = t.set_state_weights(process, process.initialize(), w0)
+        for _ in range(2):
+            state = process.next(state, data).state
+        np.savez(f"{sys.argv[1]}/{name}.npz", *t.state_weights(process, state))
+        print(name, "converted from skipped modules:",
+              sum(m.startswith(t.AUTOGRAPH_SKIPPED) for m in converted), "others:",
+              sum(not m.startswith(t.AUTOGRAPH_SKIPPED) for m in converted))
+""")
+
+
+@pytest.mark.tff  # starts TFF (in a child of this Python): not in the Python 3.13 run
+def test_skipping_autograph_where_unneeded_trains_the_same(tmp_path):
+    """The course tells AutoGraph not to rewrite TFF's pure-Python helpers (it only makes building
+    the process faster): two rounds of FedAvg with momentum give the same model as TFF's default,
+    where AutoGraph converts everything."""
+    code, log, _ = run_python_child(AUTOGRAPH_CHILD, [tmp_path], tmp_path, artifacts=False)
+    assert code == 0, log
+    counts = {name: int(log.split(f"{name} converted from skipped modules: ")[1].split()[0])
+              for name in ("course", "tff_default")}
+    # the course's build still converts its tf.function entry points (AutoGraph always converts
+    # what tf.function wraps), but not what they call there; TFF's default converts those too
+    assert counts["course"] < counts["tff_default"], log
+    models = {}
+    for name in ("course", "tff_default"):
+        with np.load(tmp_path / f"{name}.npz") as f:
+            models[name] = [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+    assert len(models["course"]) == len(models["tff_default"]) > 0
+    for a, b in zip(models["course"], models["tff_default"]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 # ---- notebook 04's own TFF code (the cells tagged tff-lesson) ---------------------------------------
 NOTEBOOK_04 = ROOT / "notebooks" / "04_tff_fedavg.ipynb"
 
