@@ -31,7 +31,7 @@ import numpy as np
 from .aggregation import Weights, weighted_average
 from .clients import ClientArrays, ClientBatches, client_batches
 from .fedavg import FedAvgConfig, RoundStep, fedavg_round, run_rounds
-from .training import Trainer
+from .training import Trainer, compiled_step_loop
 from .validate import check_choice, check_int, check_number, check_positive
 
 ALGORITHMS = ("fedavg", "fedprox", "scaffold", "fednova", "fedavgm", "fedadam", "fedyogi")
@@ -159,34 +159,18 @@ _LOOPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 atexit.register(_LOOPS.clear)
 
 
+def _adjust(grads, weights, anchor, correction, mu):
+    grads = proximal_gradients(grads, weights, anchor, mu)     # FedProx (mu = 0: none)
+    return [g + c for g, c in zip(grads, correction)]          # SCAFFOLD (0: none)
+
+
 def _corrected_loop(trainer: Trainer):
-    """The trainer's local loop (:meth:`~data_utils.training.Trainer.run`: same forward pass, loss
-    and optimizer step) with each gradient replaced by g + mu (w - anchor) + correction."""
+    """The trainer's local loop (:func:`~data_utils.training.compiled_step_loop`, as
+    :meth:`~data_utils.training.Trainer.run`) with each gradient replaced by
+    g + mu (w - anchor) + correction."""
     loop = _LOOPS.get(trainer)
-    if loop is not None:
-        return loop
-    import tensorflow as tf
-
-    model, loss_fn, optimizer = trainer.model, trainer.model.loss, trainer.optimizer
-    variables = model.trainable_variables
-    if not optimizer.variables:
-        optimizer.build(variables)
-
-    @tf.function(reduce_retracing=True)
-    def loop(x, y, bounds, anchor, correction, mu):
-        for i in tf.range(tf.shape(bounds)[0]):
-            xb, yb = x[bounds[i, 0]:bounds[i, 1]], y[bounds[i, 0]:bounds[i, 1]]
-            with tf.GradientTape() as tape:
-                loss = loss_fn(yb, model(xb, training=True))
-                if model.losses:
-                    loss = loss + tf.add_n(model.losses)
-            grads = tape.gradient(loss, variables)
-            values = [tf.convert_to_tensor(v) for v in variables]
-            grads = proximal_gradients(grads, values, anchor, mu)      # FedProx (mu = 0: none)
-            grads = [g + c for g, c in zip(grads, correction)]         # SCAFFOLD (0: none)
-            optimizer.apply_gradients(zip(grads, variables))
-
-    _LOOPS[trainer] = loop
+    if loop is None:
+        loop = _LOOPS[trainer] = compiled_step_loop(trainer, adjust=_adjust)
     return loop
 
 

@@ -123,6 +123,37 @@ def _quiet_retracing_warning() -> None:
         logger.addFilter(_NoRetracingWarning())
 
 
+def compiled_step_loop(trainer: "Trainer", adjust=None):
+    """``loop(x, y, bounds, *extra)``: one ``tf.function`` over a :class:`ClientBatches`' batches
+    with the trainer's model, loss and optimizer (the steps ``model.fit`` takes). ``adjust``:
+    ``adjust(grads, weights, *extra) -> grads``, applied to each step's gradients before the
+    optimizer step (:mod:`data_utils.remedies`: FedProx's proximal term, SCAFFOLD's correction);
+    None: plain SGD, the client update of FedAvg."""
+    import tensorflow as tf
+
+    model, loss_fn, optimizer = trainer.model, trainer.model.loss, trainer.optimizer
+    variables = model.trainable_variables
+    if not optimizer.variables:
+        optimizer.build(variables)
+
+    _quiet_retracing_warning()
+
+    @tf.function(reduce_retracing=True)
+    def loop(x, y, bounds, *extra):
+        for i in tf.range(tf.shape(bounds)[0]):
+            xb, yb = x[bounds[i, 0]:bounds[i, 1]], y[bounds[i, 0]:bounds[i, 1]]
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+                if model.losses:
+                    loss = loss + tf.add_n(model.losses)
+            grads = tape.gradient(loss, variables)
+            if adjust is not None:
+                grads = adjust(grads, [tf.convert_to_tensor(v) for v in variables], *extra)
+            optimizer.apply_gradients(zip(grads, variables))
+
+    return loop
+
+
 class Trainer:
     """One compiled Keras model and optimizer, reused for many trainings.
 
@@ -208,28 +239,8 @@ class Trainer:
         graph call: the same forward pass, loss and step as ``model.fit`` (identical weights),
         without ``fit``'s per-call set-up, which costs more than a small client's training."""
         loop = _LOOPS.get(self)
-        if loop is not None:
-            return loop
-        import tensorflow as tf
-
-        model, loss_fn, optimizer = self.model, self.model.loss, self.optimizer
-        variables = model.trainable_variables
-        if not optimizer.variables:
-            optimizer.build(variables)
-
-        _quiet_retracing_warning()
-
-        @tf.function(reduce_retracing=True)
-        def loop(x, y, bounds):
-            for i in tf.range(tf.shape(bounds)[0]):
-                xb, yb = x[bounds[i, 0]:bounds[i, 1]], y[bounds[i, 0]:bounds[i, 1]]
-                with tf.GradientTape() as tape:
-                    loss = loss_fn(yb, model(xb, training=True))
-                    if model.losses:
-                        loss = loss + tf.add_n(model.losses)
-                optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-
-        _LOOPS[self] = loop
+        if loop is None:
+            loop = _LOOPS[self] = compiled_step_loop(self)
         return loop
 
     def run(self, weights, data) -> list[np.ndarray]:
