@@ -95,9 +95,14 @@ def run_section(section: str, settings: Settings, work: Path) -> dict:
         if not result["ok"]:
             result["error"] = "; ".join(j.get("error", "") for j in jobs if not j.get("ok"))
     elif section == "niid":
-        result = niid.combine([run_job(job, settings, work, "niid_" + "_".join(
-            "".join(ch for ch in row.lower() if ch.isalnum()) for row in job["rows"]))
-            for job in niid.jobs(settings)])
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(job):
+            return run_job(job, settings, work, "niid_" + "_".join(
+                "".join(ch for ch in row.lower() if ch.isalnum()) for row in job["rows"]))
+
+        with ThreadPoolExecutor(max_workers=max(1, settings.niid.parallel)) as pool:
+            result = niid.combine(list(pool.map(one, niid.jobs(settings))))  # in row order
     else:
         result = run_job({"section": section}, settings, work, section)
     samples = [result["process"]["load"]] if "process" in result else \

@@ -156,6 +156,10 @@ class Niid:
     goal_points: float = 2.0
     goal_minutes: float = 60.0
     isolate: bool = True  # one process per row
+    # Row processes at once. One row's process kept about one of the 2 cores busy (2026-11-30:
+    # 156-159 training CPU s in 158-161 s wall per IID cell, the other core idle or another job's),
+    # so two rows at a time should about halve the section's wall time (not yet measured).
+    parallel: int = 2
 
 
 def _tuples(x):
