@@ -78,6 +78,10 @@ if ! UVBIN="$(find_uv)"; then
 fi
 log "installing ${PACKAGES[*]} (newest releases)"
 "$UVBIN" pip install --python "$VENV/bin/python" -q "${PACKAGES[@]}"
+# the .pyc files, as in setup_env.sh (without them every process compiles TensorFlow again)
+log "compiling the installed packages to bytecode (once; later runs only check)"
+"$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+  >/dev/null 2>&1 || true
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 \
   --display-name "Python 3.13 (course .venv313, Keras 3)" >/dev/null
 tf_version="$("$VENV/bin/python" -c 'from importlib.metadata import version as v

@@ -202,6 +202,17 @@ AUTOGRAPH_CHILD = textwrap.dedent("""
         for _ in range(2):
             state = process.next(state, data).state
         np.savez(f"{sys.argv[1]}/{name}.npz", *t.state_weights(process, state))
+        # TFF's tensor encoders (notebook 09): the same encoded sizes, decoded within one step
+        from data_utils import fedcore
+        from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+        x = rng.normal(size=(7, 30)).astype(np.float32)
+        for kind, bits in (("uniform", 4), ("hadamard", 2)):
+            enc = te.encoders.as_simple_encoder(fedcore.tff_encoder(kind, bits), tf.TensorSpec(x.shape, tf.float32))
+            encoded, _ = enc.encode(tf.constant(x), enc.initial_state())
+            err = float(np.sqrt(np.mean((enc.decode(encoded).numpy() - x) ** 2)))
+            step = float(x.max() - x.min()) / (2 ** bits - 1)
+            print(name, kind, bits, "bytes", fedcore.tff_encoded_bytes(kind, bits, [x.shape]), "rms error / step",
+                  err / step)
         print(name, "converted from skipped modules:",
               sum(m.startswith(t.AUTOGRAPH_SKIPPED) for m in converted), "others:",
               sum(not m.startswith(t.AUTOGRAPH_SKIPPED) for m in converted))
@@ -227,6 +238,14 @@ def test_skipping_autograph_where_unneeded_trains_the_same(tmp_path):
     assert len(models["course"]) == len(models["tff_default"]) > 0
     for a, b in zip(models["course"], models["tff_default"]):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    for kind, bits in (("uniform", 4), ("hadamard", 2)):
+        rows = {name: log.split(f"{name} {kind} {bits} bytes ")[1].split("\n")[0].split()
+                for name in ("course", "tff_default")}
+        assert rows["course"][0] == rows["tff_default"][0], log   # same encoded sizes
+        # stochastic rounding (unseeded: the values differ from run to run) moves a value by at
+        # most one step, its root mean square at most half a step (Hadamard: a step of the rotated
+        # values, whose range is about that of x), so the decoded values are x's, not garbage
+        assert all(float(r[-1]) < 1.0 for r in rows.values()), log
 
 
 # ---- notebook 04's own TFF code (the cells tagged tff-lesson) ---------------------------------------
