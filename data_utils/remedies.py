@@ -22,8 +22,6 @@ A round is three parts, as TFF composes its learning processes:
 from __future__ import annotations
 
 import math
-import weakref
-import atexit
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,7 +29,7 @@ import numpy as np
 from .aggregation import Weights, weighted_average
 from .clients import ClientArrays, ClientBatches, client_batches
 from .fedavg import FedAvgConfig, RoundStep, fedavg_round, run_rounds
-from .training import Trainer, compiled_step_loop
+from .training import Trainer
 from .validate import check_choice, check_int, check_number, check_positive
 
 ALGORITHMS = ("fedavg", "fedprox", "scaffold", "fednova", "fedavgm", "fedadam", "fedyogi")
@@ -155,23 +153,11 @@ class ServerOptimizer:
 
 
 # ---- client side: FedAvg's compiled local loop with one extra gradient term --------------------
-_LOOPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-atexit.register(_LOOPS.clear)
-
-
 def _adjust(grads, weights, anchor, correction, mu):
+    """Each gradient g of the trainer's local loop (``trainer.step_loop(_adjust)``, as
+    :meth:`~data_utils.training.Trainer.run`'s) becomes g + mu (w - anchor) + correction."""
     grads = proximal_gradients(grads, weights, anchor, mu)     # FedProx (mu = 0: none)
     return [g + c for g, c in zip(grads, correction)]          # SCAFFOLD (0: none)
-
-
-def _corrected_loop(trainer: Trainer):
-    """The trainer's local loop (:func:`~data_utils.training.compiled_step_loop`, as
-    :meth:`~data_utils.training.Trainer.run`) with each gradient replaced by
-    g + mu (w - anchor) + correction."""
-    loop = _LOOPS.get(trainer)
-    if loop is None:
-        loop = _LOOPS[trainer] = compiled_step_loop(trainer, adjust=_adjust)
-    return loop
 
 
 def local_train(trainer: Trainer, weights: Weights, batches: ClientBatches, mu: float | None = None,
@@ -188,7 +174,7 @@ def local_train(trainer: Trainer, weights: Weights, batches: ClientBatches, mu: 
     anchor = [tf.constant(np.asarray(w, np.float32)) for w in weights]
     corr = [tf.constant(np.asarray(c, np.float32)) for c in
             (correction if correction is not None else [np.zeros_like(w) for w in weights])]
-    _corrected_loop(trainer)(batches.x, batches.y, batches.bounds, anchor, corr, tf.constant(float(mu or 0.0), tf.float32))
+    trainer.step_loop(_adjust)(batches.x, batches.y, batches.bounds, anchor, corr, tf.constant(float(mu or 0.0), tf.float32))
     return trainer.weights()
 
 

@@ -100,7 +100,7 @@ def _numpy_dtype(var) -> np.dtype:
     return np.dtype(getattr(var.dtype, "as_numpy_dtype", var.dtype))
 
 
-_LOOPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOOPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # trainer -> {adjust: loop}
 # drop the compiled loops while TensorFlow is still whole (else its __del__ complains at exit)
 atexit.register(_LOOPS.clear)
 
@@ -234,14 +234,17 @@ class Trainer:
         return self.weights()
 
     # -- one client update (FedAvg) ----------------------------------------------------------
-    def _compiled_loop(self):
-        """One ``tf.function`` that runs every batch of a :class:`ClientBatches` in a single
-        graph call: the same forward pass, loss and step as ``model.fit`` (identical weights),
-        without ``fit``'s per-call set-up, which costs more than a small client's training."""
-        loop = _LOOPS.get(self)
-        if loop is None:
-            loop = _LOOPS[self] = compiled_step_loop(self)
-        return loop
+    def step_loop(self, adjust=None):
+        """This trainer's :func:`compiled_step_loop` with ``adjust`` (None: FedAvg's plain SGD),
+        built on first use and kept while the trainer lives: one ``tf.function`` that runs every
+        batch of a :class:`ClientBatches` in a single graph call, the same forward pass, loss and
+        step as ``model.fit`` (identical weights) without ``fit``'s per-call set-up, which costs
+        more than a small client's training. :mod:`data_utils.remedies` asks for its FedProx and
+        SCAFFOLD adjustment."""
+        loops = _LOOPS.setdefault(self, {})
+        if adjust not in loops:
+            loops[adjust] = compiled_step_loop(self, adjust)
+        return loops[adjust]
 
     def run(self, weights, data) -> list[np.ndarray]:
         """Client update: start from ``weights`` with a fresh optimizer state, run the optimizer
@@ -250,7 +253,7 @@ class Trainer:
         (``model.fit``); both give the same weights."""
         self.reset(weights)
         if isinstance(data, ClientBatches):
-            self._compiled_loop()(data.x, data.y, data.bounds)
+            self.step_loop()(data.x, data.y, data.bounds)
         else:
             self.model.fit(data, epochs=1, verbose=0, shuffle=False)
         return self.weights()
