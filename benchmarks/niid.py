@@ -353,7 +353,8 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
                   "\"this budget's setting\", not as a better algorithm.", ""]
     if n.get("isolate", True):
         lines += [f"Each row ran in its own process, {n.get('parallel', 1)} row process"
-                  f"{'es' * (n.get('parallel', 1) != 1)} at a time on the 2 cores (one process keeps "
+                  f"{'es' * (n.get('parallel', 1) != 1)} at a time on the machine's "
+                  f"{payload['machine']['usable_cores']} cores (one process keeps "
                   "about one core busy); a cell's wall seconds include waiting for the CPU.", ""]
     lines += ["| partition | column | best (round) | last | wall s | training CPU s | evaluation CPU s |",
               "|---|---|---:|---:|---:|---:|---:|"]

@@ -15,18 +15,6 @@ cd "$ROOT"
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# compile_bytecode VENV: write the .pyc files of everything installed in VENV. uv does not write
-# them, and where PYTHONDONTWRITEBYTECODE is set (as on the course's CI machine) Python never does
-# either, so every process compiled TensorFlow and TFF from source again: `import
-# tensorflow_federated` took 19.9 CPU-s instead of 7.9 (measured 2026-11-30), paid once by every
-# kernel, TFF job and test child. Up-to-date files are skipped; the few that are not Python (test
-# templates in some packages) fail to compile and are left alone.
-compile_bytecode() {
-  log "compiling the installed packages to bytecode (once; later runs only check)"
-  "$1/bin/python" -m compileall -q -j 0 "$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-    >/dev/null 2>&1 || true
-}
-
 find_python311() {
   local candidates=("${PYTHON311:-}" python3.11)
   if command -v pyenv >/dev/null 2>&1; then
@@ -69,7 +57,7 @@ ensure_dataset
 
 # ---- 2. the virtual environment ----------------------------------------------------------------
 STAMP="$VENV/.course-stamp"
-want_stamp="$(cat requirements-lock.txt requirements-overrides.txt "$0" | sha256sum | cut -d' ' -f1)"
+want_stamp="$(cat requirements-lock.txt requirements-overrides.txt "$0" scripts/compile_bytecode.sh | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ]; then
   log ".venv is up to date ($($VENV/bin/python --version))"
   exit 0
@@ -100,6 +88,7 @@ log "installing the pinned stack (requirements-lock.txt with requirements-overri
 "$VENV/bin/uv" pip sync --python "$VENV/bin/python" -q requirements-lock.txt
 "$VENV/bin/uv" pip install --python "$VENV/bin/python" -q "uv==$UV_VERSION"
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course .venv)" >/dev/null
-compile_bytecode "$VENV"
+log "compiling the installed packages to bytecode (once; later runs only check)"
+bash scripts/compile_bytecode.sh "$VENV"
 echo "$want_stamp" > "$STAMP"
 log "done: $("$VENV/bin/python" -c 'import tensorflow as tf; print("TensorFlow", tf.__version__)' 2>/dev/null)"

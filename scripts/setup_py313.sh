@@ -28,7 +28,7 @@ unset UV_CONSTRAINT UV_BUILD_CONSTRAINT PIP_CONSTRAINT
 log() { printf '[setup-py313] %s\n' "$*"; }
 
 STAMP="$VENV/.course-stamp"
-want_stamp="$( { cat "$0"; printf '%s\n' "${PACKAGES[@]}"; } | sha256sum | cut -d' ' -f1)"
+want_stamp="$( { cat "$0" "$ROOT/scripts/compile_bytecode.sh"; printf '%s\n' "${PACKAGES[@]}"; } | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ]; then
   log ".venv313 is up to date ($("$VENV/bin/python" --version), $(cat "$VENV/.course-tf-version" 2>/dev/null))"
   exit 0
@@ -78,10 +78,8 @@ if ! UVBIN="$(find_uv)"; then
 fi
 log "installing ${PACKAGES[*]} (newest releases)"
 "$UVBIN" pip install --python "$VENV/bin/python" -q "${PACKAGES[@]}"
-# the .pyc files, as in setup_env.sh (without them every process compiles TensorFlow again)
 log "compiling the installed packages to bytecode (once; later runs only check)"
-"$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-  >/dev/null 2>&1 || true
+bash "$ROOT/scripts/compile_bytecode.sh" "$VENV"
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 \
   --display-name "Python 3.13 (course .venv313, Keras 3)" >/dev/null
 tf_version="$("$VENV/bin/python" -c 'from importlib.metadata import version as v
