@@ -58,7 +58,8 @@ def run_job(job: dict, settings: Settings, work: Path, name: str) -> dict:
     print(f"  {name}: running (log: {log_path.relative_to(common.ROOT) if log_path.is_relative_to(common.ROOT) else log_path})",
           flush=True)
     proc = common.run_isolated([str(job_path), str(out_path)], log_path,
-                               timeout=settings.section_timeout_seconds, on_poll=load)
+                               timeout=settings.section_timeout_seconds, on_poll=load,
+                               env=job.get("env"))
     load()
     if out_path.is_file():
         result = json.loads(out_path.read_text())
@@ -99,7 +100,8 @@ def run_section(section: str, settings: Settings, work: Path) -> dict:
 
         def one(job):
             return run_job(job, settings, work, "niid_" + "_".join(
-                "".join(ch for ch in row.lower() if ch.isalnum()) for row in job["rows"]))
+                "".join(ch for ch in name.lower() if ch.isalnum())
+                for name in job["rows"] + job.get("columns", [])))
 
         with ThreadPoolExecutor(max_workers=max(1, settings.niid.parallel)) as pool:
             result = niid.combine(list(pool.map(one, niid.jobs(settings))))  # in row order

@@ -165,13 +165,16 @@ def end_session(sid: int, grace: float = 3.0) -> list[int]:
 
 
 def run_isolated(args: list[str], log_path: Path, timeout: float,
-                 on_poll: Callable[[], None] | None = None, poll_seconds: float = 5.0) -> dict:
+                 on_poll: Callable[[], None] | None = None, poll_seconds: float = 5.0,
+                 env: dict | None = None) -> dict:
     """Run ``python -m benchmarks.worker <args>`` in a new session (its own process group) with
     output to ``log_path`` (never a pipe: worker_binary would hold it open), wait up to
     ``timeout`` seconds calling ``on_poll`` every ``poll_seconds``, then end whatever is left of
-    the session. Returns the exit code, wall seconds and the pids that had to be ended."""
+    the session. ``env``: variables to set in the worker's environment on top of this one's.
+    Returns the exit code, wall seconds and the pids that had to be ended."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     start = time.perf_counter()
     with open(log_path, "w") as log:

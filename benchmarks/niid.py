@@ -9,6 +9,8 @@ benchmark (:func:`jobs`); :func:`goals`, :func:`plot` and :func:`markdown` turn 
 the report's goals, figure and text. Flower's numbers are cited constants (:data:`FLOWER`)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import common
@@ -49,8 +51,9 @@ def _remedies():
     return ALGORITHMS, run_remedy, None
 
 
-def run(s, rows=None) -> dict:
-    """Every column on each row of ``rows`` (labels of ``s.niid.rows``; default all): train from
+def run(s, rows=None, columns=None) -> dict:
+    """Each column of ``columns`` (labels of ``s.niid.columns``; default all) on each row of
+    ``rows`` (labels of ``s.niid.rows``; default all): train from
     the common initial weights for ``s.niid.rounds`` rounds, score the global model on the test
     set after every round, keep the curve, the best and the last accuracy, and the CPU seconds
     of training and evaluation apart."""
@@ -83,6 +86,8 @@ def run(s, rows=None) -> dict:
                          "client_sizes": [len(i) for i in part.train],
                          "classes_held": [int(c) for c in (counts > 0).sum(axis=1)]})
         for column, algorithm, kwargs in n.columns:
+            if columns is not None and column not in columns:
+                continue
             kwargs = dict(kwargs)
             cell = {"row": label, "column": column, "algorithm": algorithm, "kwargs": kwargs,
                     "flower": flower(label, column)}
@@ -130,16 +135,35 @@ def run(s, rows=None) -> dict:
                       "local_epochs": n.local_epochs, "batch_size": n.batch_size,
                       "client_lr": n.client_lr, "client_momentum": n.client_momentum,
                       "alpha": n.alpha, "train_examples": len(data.x_train),
-                      "test_examples": len(data.x_test)},
+                      "test_examples": len(data.x_test),
+                      "tf_intraop_threads": os.environ.get("TF_NUM_INTRAOP_THREADS")},
             "rows": out_rows, "cells": cells, "cpu_seconds": common.tree_cpu_seconds() - start_cpu,
             "memory": common.memory_mb()}
 
 
-def jobs(s) -> list[dict]:
-    """The worker jobs of the section: one per row (its own process), or one for all rows."""
+def threads(s, cores: int | None = None) -> int:
+    """TensorFlow intra-op threads for each job process: ``s.niid.threads``, else the usable cores
+    shared among the :attr:`~benchmarks.settings.Niid.parallel` jobs that run at once."""
+    if s.niid.threads is not None:
+        return int(s.niid.threads)
+    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    return max(1, cores // max(1, s.niid.parallel))
+
+
+def jobs(s, cores: int | None = None) -> list[dict]:
+    """The worker jobs of the section, each its own process: one per cell (``job_unit`` "cell")
+    or per row ("row"), or one for the whole grid (``isolate`` False); each with its share of
+    the cores as TensorFlow's intra-op threads (:func:`threads`)."""
     labels = [r[0] for r in s.niid.rows]
-    groups = [[label] for label in labels] if s.niid.isolate else [labels]
-    return [{"section": "niid", "rows": g} for g in groups]
+    env = {"TF_NUM_INTRAOP_THREADS": str(threads(s, cores))}
+    if not s.niid.isolate:
+        return [{"section": "niid", "rows": labels, "env": env}]
+    if s.niid.job_unit == "row":
+        return [{"section": "niid", "rows": [label], "env": env} for label in labels]
+    if s.niid.job_unit != "cell":
+        raise ValueError(f"niid.job_unit must be 'cell' or 'row', got {s.niid.job_unit!r}")
+    return [{"section": "niid", "rows": [label], "columns": [c[0]], "env": env}
+            for label in labels for c in s.niid.columns]
 
 
 def combine(results: list[dict]) -> dict:
@@ -147,7 +171,7 @@ def combine(results: list[dict]) -> dict:
     ok = [r for r in results if r.get("ok")]
     out = {"ok": len(ok) == len(results) and bool(ok),
            "setup": ok[0]["setup"] if ok else None,
-           "rows": [x for r in ok for x in r["rows"]],
+           "rows": list({x["row"]: x for r in ok for x in r["rows"]}.values()),  # cell jobs repeat rows
            "cells": [c for r in ok for c in r["cells"]],
            "cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in results),
            "processes": [r["process"] for r in results]}
@@ -352,10 +376,14 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
                   "are not the same test of the remedies; read a cell above Flower's as "
                   "\"this budget's setting\", not as a better algorithm.", ""]
     if n.get("isolate", True):
-        lines += [f"Each row ran in its own process, {n.get('parallel', 1)} row process"
-                  f"{'es' * (n.get('parallel', 1) != 1)} at a time on the machine's "
-                  f"{payload['machine']['usable_cores']} cores (one process keeps "
-                  "about one core busy); a cell's wall seconds include waiting for the CPU.", ""]
+        unit, par = n.get("job_unit", "row"), n.get("parallel", 1)
+        tf_threads = (r.get("setup") or {}).get("tf_intraop_threads")
+        lines += [f"Each {unit} ran in its own process, {par} process{'es' * (par != 1)} at a "
+                  f"time on the machine's {payload['machine']['usable_cores']} cores"
+                  + (f", each with {tf_threads} TensorFlow intra-op thread"
+                     f"{'s' * (tf_threads != '1')} (`TF_NUM_INTRAOP_THREADS`)" if tf_threads else
+                     " (one process keeps about one core busy)")
+                  + "; a cell's wall seconds include waiting for the CPU.", ""]
     lines += ["| partition | column | best (round) | last | wall s | training CPU s | evaluation CPU s |",
               "|---|---|---:|---:|---:|---:|---:|"]
     for c in r["cells"]:

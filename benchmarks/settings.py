@@ -137,10 +137,18 @@ class Niid:
     local epochs (not one with twice the rounds) keep a little of niid_bench's client drift and
     half the evaluations. The first full run of all 25 cells (2026-11-30, 4 x 2, rows one after
     another, load 3.0-8.8 from other jobs) took 69.6 minutes: 145-168 training CPU s per cell, and
-    one row's process kept only about one core busy, hence :attr:`parallel`."""
+    one row's process kept only about one core busy, hence :attr:`parallel`.
+
+    2026-11-30, session 6: with one TensorFlow intra-op thread per job (:attr:`threads`), two jobs
+    at a time, one FedAvg cell of 8 rounds x 2 epochs took 261 training CPU s (16.3 per epoch
+    over the data, against about 20 before) in 279 s wall; a cell per process (:attr:`job_unit`)
+    shares the cores evenly. 25 cells of 6 x 2 are then about 13 cells of about 215 s one after
+    another: about 47 minutes, with a margin under the 60. In the same probe a 5x learning rate
+    (0.05) lifted IID FedAvg only to 86.9% after 8 x 2 (0.01: 84.8% after 6 x 2) and left #C=2 at
+    10% from its third round on, so the client learning rate stays Flower's 0.01."""
     model: str = "lenet5"
     num_clients: int = 10
-    rounds: int = 4
+    rounds: int = 6
     local_epochs: int = 2
     batch_size: int = 64
     client_lr: float = 0.01
@@ -157,7 +165,14 @@ class Niid:
     goal_rows: tuple = ("IID", "Dirichlet(0.5)", "#C=3")
     goal_points: float = 2.0
     goal_minutes: float = 60.0
-    isolate: bool = True  # one process per row
+    isolate: bool = True  # a process per job (job_unit), not one for the whole grid
+    # "cell": one process per (row, column), so the 25 equal cells share the cores evenly (5 row
+    # jobs on 2 slots leave one slot a row behind: the section waits for the third row)
+    job_unit: str = "cell"
+    # TensorFlow intra-op threads per job process (TF_NUM_INTRAOP_THREADS); None: the usable cores
+    # divided by :attr:`parallel`. On 2 cores LeNet's training step costs 15.8 CPU-ms with 1
+    # thread and 22.7 with 2 (2026-11-30), and two jobs at a time each wanted both cores.
+    threads: int | None = None
     # Row processes at once. One row's process kept about one of the 2 cores busy (2026-11-30:
     # 156-159 training CPU s in 158-161 s wall per IID cell, the other core idle or another job's).
     # Two at a time, the same day: 42.5 minutes instead of 69.6 one after another (both runs on a

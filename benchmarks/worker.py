@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         elif section == "niid":
             from . import niid
 
-            result = niid.run(settings, job.get("rows"))
+            result = niid.run(settings, job.get("rows"), job.get("columns"))
         else:
             raise ValueError(f"unknown section {section!r}")
         result["ok"] = True

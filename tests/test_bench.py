@@ -85,6 +85,28 @@ def test_niid_flower_table_is_the_cited_one():
     assert niid.flower("#C=2", "SCAFFOLD") == 33.80 and niid.flower("IID", "FedAvgM") is None
 
 
+def test_niid_jobs_are_cells_sharing_the_cores():
+    from dataclasses import replace
+
+    cells = niid.jobs(FULL, cores=2)
+    assert [(j["rows"], j["columns"]) for j in cells] == [
+        ([r[0]], [c[0]]) for r in FULL.niid.rows for c in FULL.niid.columns]
+    assert {j["env"]["TF_NUM_INTRAOP_THREADS"] for j in cells} == {"1"}  # 2 cores, 2 at a time
+    assert niid.threads(FULL, cores=8) == 4 and niid.threads(FULL, cores=1) == 1
+    assert niid.threads(replace(FULL, niid=replace(FULL.niid, threads=3)), cores=2) == 3
+    rows = niid.jobs(replace(FULL, niid=replace(FULL.niid, job_unit="row")), cores=2)
+    assert [j["rows"] for j in rows] == [[r[0]] for r in FULL.niid.rows]
+    assert len(niid.jobs(replace(FULL, niid=replace(FULL.niid, isolate=False)))) == 1
+    with pytest.raises(ValueError, match="job_unit must be 'cell' or 'row', got 'column'"):
+        niid.jobs(replace(FULL, niid=replace(FULL.niid, job_unit="column")))
+    # cell jobs report their row each; the section keeps one row entry, cells in job order
+    parts = [{"ok": True, "setup": {}, "rows": [{"row": r}], "cells": [{"row": r, "column": c}],
+              "cpu_seconds": 1.0, "process": {}} for r in ("A", "B") for c in ("x", "y")]
+    out = niid.combine(parts)
+    assert [x["row"] for x in out["rows"]] == ["A", "B"] and len(out["cells"]) == 4
+    assert out["ok"] and out["cpu_seconds"] == 4.0
+
+
 def _niid_payload(acc: dict, seconds: float = 1800.0) -> dict:
     """A report payload holding section 5 with the given best accuracies {(row, column): %}."""
     cells = [{"row": r, "column": c, "ok": True, "best_accuracy": a / 100, "best_round": 1,
@@ -245,6 +267,7 @@ def test_bench_smoke_end_to_end(tmp_path):
         assert len(c["curve"]) == SMOKE.niid.rounds and 0 <= c["best_accuracy"] <= 1
         assert c["best_accuracy"] == max(c["curve"]) and c["train_cpu_seconds"] > 0
     assert n["setup"]["model"] == "lenet5" and n["cpu_seconds"] > 0
+    assert n["setup"]["tf_intraop_threads"] == str(niid.threads(SMOKE))  # the job's env reached it
     assert "| partition | FedAvg | SCAFFOLD | FedProx | FedNova | FedAvgM |" in (out / "benchmarks.md").read_text()
 
     assert len(rep["goals"]) == 9 + len(SMOKE.niid.goal_rows) + 2
