@@ -486,6 +486,12 @@ def _worker_main(target: str, workdir: str) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "worker":
+        # AutoGraph writes every function it converts to a file in the temporary folder and
+        # removes them at exit, which os._exit below skips: about 100 files per TFF job were left
+        # in /tmp. This process's temporary files go to the job's folder, which the parent removes
+        # (also after a timeout or Ctrl-C).
+        tempfile.tempdir = str(Path(sys.argv[3]) / "tmp")
+        os.makedirs(tempfile.tempdir, exist_ok=True)
         code = _worker_main(sys.argv[2], sys.argv[3])
         sys.stdout.flush()
         sys.stderr.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -15,7 +16,8 @@ def selftest_job(params: dict, progress: Callable | None = None) -> dict:
     """The runner's own check (no TensorFlow): sends ``steps`` progress events, prints a line,
     returns ``params`` with every array doubled, and on request fails (``fail``: a message),
     starts a child process that would outlive it (``spawn_sleep``: seconds, like TFF's
-    worker_binary) or hangs (``sleep``: seconds)."""
+    worker_binary) or hangs (``sleep``: seconds). It leaves a temporary file behind, as
+    AutoGraph does in a process that ends without its exit handlers, and returns its path."""
     steps = int(params.get("steps", 3))
     for step in range(1, steps + 1):
         if progress:
@@ -39,6 +41,9 @@ def selftest_job(params: dict, progress: Callable | None = None) -> dict:
             return type(v)(doubled(x) for x in v)
         return v
 
-    return {"echo": doubled(params), "python": list(sys.version_info[:2]), "pid": os.getpid()}
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as left:
+        left.write("# left behind\n")
+    return {"echo": doubled(params), "python": list(sys.version_info[:2]), "pid": os.getpid(),
+            "temp_file": left.name}
 
 

@@ -490,11 +490,15 @@ def test_round_trip_through_the_side_environment_streams_progress_and_returns_ar
     assert result["python"] == [3, 11] and result["pid"] != os.getpid()
     assert sidecar.last_run["python"] == str(python) and sidecar.last_run["outcome"] == "exited"
     assert sidecar.session_members(sidecar.last_run["pid"]) == []
+    # the job's temporary files (AutoGraph's, in a TFF job) went to its folder, removed with it
+    assert result["temp_file"].startswith(sidecar.last_run["workdir"] + os.sep)
+    assert not os.path.exists(sidecar.last_run["workdir"])
 
 
 def test_inprocess_mode_gives_the_same_types():
     result = sidecar.run_job("tests.sidecar_jobs:selftest_job", {"pair": (1, 2), "a": np.ones(2)},
                              mode="inprocess", show=False)
+    os.remove(result["temp_file"])  # in this process's temporary folder: not the runner's to remove
     assert result["echo"]["pair"] == (1, 2) and same(result["echo"]["a"], np.full(2, 2.0))
 
 
