@@ -173,7 +173,7 @@ class Niid:
     # divided by :attr:`parallel`. On 2 cores LeNet's training step costs 15.8 CPU-ms with 1
     # thread and 22.7 with 2 (2026-11-30), and two jobs at a time each wanted both cores.
     threads: int | None = None
-    # Row processes at once. One row's process kept about one of the 2 cores busy (2026-11-30:
+    # Job processes at once. One row's process kept about one of the 2 cores busy (2026-11-30:
     # 156-159 training CPU s in 158-161 s wall per IID cell, the other core idle or another job's).
     # Two at a time, the same day: 42.5 minutes instead of 69.6 one after another (both runs on a
     # machine busy with other jobs, mean load 5.7 and 5.1), the same accuracies in every cell.
