@@ -268,6 +268,20 @@ def plot(r: dict, path, plt) -> None:
     plt.close(fig)
 
 
+def largest_drops(r: dict, points: float = 2.0) -> dict:
+    """{row: (drop in points, column, round)} for each row where some cell's test accuracy fell by
+    more than ``points`` from one round to the next: the largest such fall per row."""
+    out: dict = {}
+    for c in r["cells"]:
+        if not c.get("ok") or len(c.get("curve", [])) < 2:
+            continue
+        falls = [(c["curve"][i - 1] - c["curve"][i]) * 100 for i in range(1, len(c["curve"]))]
+        i = int(np.argmax(falls))
+        if falls[i] > points and falls[i] > out.get(c["row"], (0.0,))[0]:
+            out[c["row"]] = (falls[i], c["column"], i + 2)
+    return out
+
+
 def _cell(c: dict | None, row: str, column: str) -> str:
     ref = flower(row, column)
     flw = "—" if ref is None else f"{ref:.2f} ± {FLOWER[row][FLOWER_COLUMNS.index(column)][1]:.2f}"
@@ -370,6 +384,13 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         lines += [f"{len(rising)} of {len(ran)} cells scored their best accuracy in their last "
                   f"round (the last round added {min(gains):.1f} to {max(gains):.1f} points): "
                   "the budget of rounds, not the algorithm, ended them.", ""]
+    drops = largest_drops(r)
+    if drops:
+        lines += ["Unsteady rows, where a cell lost more than 2 points from one round to the next "
+                  "(largest fall): " + "; ".join(f"{row} {d:.1f} points ({col}, round {k})"
+                                                 for row, (d, col, k) in drops.items())
+                  + ". There a cell's best round depends on where the run happened to be, and one "
+                  "seed is a rough estimate of the setting.", ""]
     if t:
         lines += ["With fewer local epochs per round, each client drifts less from the average "
                   "between aggregations than with niid_bench's 10, so the course's skewed rows "

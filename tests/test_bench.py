@@ -107,6 +107,17 @@ def test_niid_jobs_are_cells_sharing_the_cores():
     assert out["ok"] and out["cpu_seconds"] == 4.0
 
 
+def test_niid_largest_drops_name_the_unsteady_rows():
+    cells = [{"row": "A", "column": "x", "ok": True, "curve": [0.5, 0.6, 0.55, 0.7]},   # -5 points
+             {"row": "A", "column": "y", "ok": True, "curve": [0.5, 0.4, 0.7]},          # -10 points
+             {"row": "B", "column": "x", "ok": True, "curve": [0.5, 0.49, 0.6]},         # -1: steady
+             {"row": "C", "column": "x", "ok": False, "error": "diverged"}]
+    drops = niid.largest_drops({"cells": cells})
+    assert list(drops) == ["A"] and drops["A"][1:] == ("y", 2)
+    assert drops["A"][0] == pytest.approx(10.0)
+    assert niid.largest_drops({"cells": cells}, points=20.0) == {}
+
+
 def _niid_payload(acc: dict, seconds: float = 1800.0) -> dict:
     """A report payload holding section 5 with the given best accuracies {(row, column): %}."""
     cells = [{"row": r, "column": c, "ok": True, "best_accuracy": a / 100, "best_round": 1,
