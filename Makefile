@@ -16,12 +16,13 @@ course: setup
 	@bash scripts/check_no_worker_binary.sh
 
 ## Unit tests, then every notebook in smoke mode (papermill with parameters, then nbval), on
-## JOBS cores with pytest-xdist (worksteal: an idle worker takes queued tests from a busy one;
-## nbval: each notebook goes whole to one worker, its cells in order). JOBS=1: one at a time.
+## JOBS cores with pytest-xdist (load, 2 tests queued per worker: the longest tests are collected
+## first, tests/conftest.py, and a free worker takes the next; nbval: each notebook goes whole to
+## one worker, its cells in order). JOBS=1: one at a time.
 JOBS ?= 2
 xdist = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist $(1))
 test: setup
-	@$(PY) -m pytest -q $(call xdist,worksteal) tests
+	@$(PY) -m pytest -q $(call xdist,load --maxschedchunk 2) tests
 	@echo "== nbval (lax) on every notebook, smoke mode =="
 	@COURSE_SMOKE=1 $(PY) -m pytest -q $(call xdist,loadfile) --nbval-lax -p no:randomly notebooks
 	@bash scripts/check_no_worker_binary.sh
@@ -54,5 +55,5 @@ py313:
 ## pytest-xdist run. COURSE_PY313_ALL=1: every notebook that can run there.
 test-py313: setup py313
 	@echo "== Python 3.13 + newest TensorFlow (Keras 3): unit tests without TFF, notebooks without TFF (smoke) =="
-	@$(PY313) -m pytest -q $(call xdist,worksteal) -p no:randomly tests -m "not tff and (not notebooks or py313)"
+	@$(PY313) -m pytest -q $(call xdist,load --maxschedchunk 2) -p no:randomly tests -m "not tff and (not notebooks or py313)"
 	@bash scripts/check_no_worker_binary.sh

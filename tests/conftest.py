@@ -59,3 +59,38 @@ def _no_leftover_worker_binary():
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+# The tests that take 20 s or more, longest first (pytest --durations, 2026-11-30; .venv and
+# .venv313). make test hands tests to its workers in collection order (xdist "load", a few at a
+# time), so these go first: each starts while the other worker still has short tests to take.
+# Collected in file order, the longest started last and left a worker idle for up to 90 s at the
+# end of a stage. A stale entry only changes the order, never what runs.
+LONGEST_FIRST = (
+    "tests/test_evaluation.py::test_notebook_05_table_matches_notebooks_02_03_and_04",
+    "tests/test_bench.py::test_bench_smoke_end_to_end",
+    "tests/test_py313.py::test_notebook_runs_in_python313_with_keras3[10_scaling]",
+    "tests/test_py313.py::test_notebook_runs_in_python313_with_keras3[05_evaluation]",
+    "tests/test_tff.py::test_tff_fedavg_equals_manual_fedavg",
+    "tests/test_notebooks.py::test_notebook_runs_alone_in_smoke_mode[09_federated_core]",
+    "tests/test_flower.py::test_flower_over_real_processes_matches_the_manual_loop_and_leaves_nothing",
+    "tests/test_py313.py::test_notebook_runs_in_python313_with_keras3[04_tff_fedavg]",
+    "tests/test_notebooks.py::test_notebook_runs_alone_in_smoke_mode[06_privacy_and_secure_aggregation]",
+    "tests/test_notebooks.py::test_notebook_runs_alone_in_smoke_mode[08_heterogeneity_remedies]",
+    "tests/test_notebooks.py::test_notebook_runs_alone_in_smoke_mode[07_robustness]",
+    "tests/test_notebooks.py::test_notebook_runs_alone_in_smoke_mode[10_scaling]",
+    "tests/test_fedcore.py::test_lesson_cells_package_and_tff_agree",
+    "tests/test_py313.py::test_notebook_runs_in_python313_with_keras3[03_manual_weight_averaging]",
+    "tests/test_tff.py::test_notebook_04_lesson_cells_train_like_the_package",
+    "tests/test_remedies.py::test_tff_fedprox_and_server_optimizers_match_the_hand_written_ones",
+    "tests/test_privacy.py::test_epsilon_shrinks_with_noise_and_grows_with_rounds_and_sampling",
+    "tests/test_py313.py::test_notebook_runs_in_python313_with_keras3[02_local_training]",
+    "tests/test_exercises.py::test_tff_checks",
+    "tests/test_py313.py::test_notebook_04_training_runs_through_the_side_environment",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run :data:`LONGEST_FIRST` first, in its order; everything else keeps pytest's order."""
+    rank = {nodeid: i for i, nodeid in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid, len(rank)))  # stable
