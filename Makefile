@@ -24,7 +24,10 @@ xdist = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist $(1))
 test: setup
 	@$(PY) -m pytest -q $(call xdist,load --maxschedchunk 2) tests
 	@echo "== nbval (lax) on every notebook, smoke mode =="
-	@COURSE_SMOKE=1 $(PY) -m pytest -q $(call xdist,loadfile) --nbval-lax -p no:randomly notebooks
+	@# nbval ends each kernel with SIGKILL, so AutoGraph's generated files (removed at a normal
+	@# exit) would stay in /tmp: the kernels get a temporary folder of their own, removed after.
+	@tmp=$$(mktemp -d /tmp/course-nbval-XXXXXX) && COURSE_SMOKE=1 TMPDIR=$$tmp $(PY) -m pytest -q \
+		$(call xdist,loadfile) --nbval-lax -p no:randomly notebooks; rc=$$?; rm -rf "$$tmp"; exit $$rc
 	@bash scripts/check_no_worker_binary.sh
 	@$(MAKE) --no-print-directory test-py313
 
