@@ -18,16 +18,16 @@ course: setup
 ## Unit tests, then every notebook in smoke mode (papermill with parameters, then nbval), on
 ## JOBS cores with pytest-xdist (load, 2 tests queued per worker: the longest tests are collected
 ## first, tests/conftest.py, and a free worker takes the next; nbval: each notebook goes whole to
-## one worker, its cells in order). JOBS=1: one at a time.
+## one worker, its cells in order). JOBS=1: one at a time. Each stage gets a temporary folder of
+## its own, removed after it (scripts/private_tmp.sh): killed kernels and test children leave files.
 JOBS ?= 2
 xdist = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist $(1))
+XDIST_LOAD := load --maxschedchunk 2
 test: setup
-	@$(PY) -m pytest -q $(call xdist,load --maxschedchunk 2) tests
+	@bash scripts/private_tmp.sh $(PY) -m pytest -q $(call xdist,$(XDIST_LOAD)) tests
 	@echo "== nbval (lax) on every notebook, smoke mode =="
-	@# nbval ends each kernel with SIGKILL, so AutoGraph's generated files (removed at a normal
-	@# exit) would stay in /tmp: the kernels get a temporary folder of their own, removed after.
-	@tmp=$$(mktemp -d /tmp/course-nbval-XXXXXX) && COURSE_SMOKE=1 TMPDIR=$$tmp $(PY) -m pytest -q \
-		$(call xdist,loadfile) --nbval-lax -p no:randomly notebooks; rc=$$?; rm -rf "$$tmp"; exit $$rc
+	@COURSE_SMOKE=1 bash scripts/private_tmp.sh $(PY) -m pytest -q $(call xdist,loadfile) --nbval-lax \
+		-p no:randomly notebooks
 	@bash scripts/check_no_worker_binary.sh
 	@$(MAKE) --no-print-directory test-py313
 
@@ -58,5 +58,5 @@ py313:
 ## pytest-xdist run. COURSE_PY313_ALL=1: every notebook that can run there.
 test-py313: setup py313
 	@echo "== Python 3.13 + newest TensorFlow (Keras 3): unit tests without TFF, notebooks without TFF (smoke) =="
-	@$(PY313) -m pytest -q $(call xdist,load --maxschedchunk 2) -p no:randomly tests -m "not tff and (not notebooks or py313)"
+	@bash scripts/private_tmp.sh $(PY313) -m pytest -q $(call xdist,$(XDIST_LOAD)) -p no:randomly tests -m "not tff and (not notebooks or py313)"
 	@bash scripts/check_no_worker_binary.sh
