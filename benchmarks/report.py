@@ -458,7 +458,10 @@ def md_worker_settings(rows) -> list[str]:
     if best is rows[0] or best["median_seconds"] >= 0.95 * base:
         lines += ["", "No setting beat TFF's default by 5% or more, so the course keeps the default."]
     else:
-        lines += ["", f"Fastest here: {best['name']} ({best['median_seconds'] / base:.2f}x the default)."]
+        from .settings import Overhead
+
+        lines += ["", f"Fastest here: {best['name']} ({best['median_seconds'] / base:.2f}x the default).",
+                  "", Overhead().worker_note]
     return lines + [""]
 
 

@@ -36,14 +36,19 @@ def test_parse_and_check_addresses():
                                            ({"max_concurrent_computation_calls": -2}, "max_concurrent"),
                                            ({"host": ""}, "host")])
 def test_start_worker_rejects_bad_input_before_starting(kwargs, match):
-    before = set(_worker_pids())
+    # what this process started, not every worker_binary on the machine: under pytest-xdist
+    # another test process may start one meanwhile (a spurious failure, 2026-11-30)
+    started = list(workers._STARTED)
+    children = set(_worker_pids(parent=os.getpid()))
     with pytest.raises(ValueError, match=match):
         workers.start_worker(**kwargs)
-    assert set(_worker_pids()) <= before
+    assert workers._STARTED == started and set(_worker_pids(parent=os.getpid())) <= children
 
 
-def _worker_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "worker_binary"], capture_output=True, text=True).stdout
+def _worker_pids(parent: int | None = None) -> list[int]:
+    """PIDs of worker_binary processes (``parent``: only its children)."""
+    args = ["pgrep", "-f", "worker_binary"] + (["-P", str(parent)] if parent is not None else [])
+    out = subprocess.run(args, capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
 
