@@ -45,10 +45,10 @@ def test_start_worker_rejects_bad_input_before_starting(kwargs, match):
     assert workers._STARTED == started and set(_worker_pids(parent=os.getpid())) <= children
 
 
-def _worker_pids(parent: int | None = None) -> list[int]:
-    """PIDs of worker_binary processes (``parent``: only its children)."""
-    args = ["pgrep", "-f", "worker_binary"] + (["-P", str(parent)] if parent is not None else [])
-    out = subprocess.run(args, capture_output=True, text=True).stdout
+def _worker_pids(parent: int) -> list[int]:
+    """PIDs of the worker_binary processes that are children of ``parent``."""
+    out = subprocess.run(["pgrep", "-P", str(parent), "-f", "worker_binary"], capture_output=True,
+                         text=True).stdout
     return [int(p) for p in out.split()]
 
 
