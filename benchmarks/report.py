@@ -460,8 +460,9 @@ def md_worker_settings(rows) -> list[str]:
     else:
         from .settings import Overhead
 
-        lines += ["", f"Fastest here: {best['name']} ({best['median_seconds'] / base:.2f}x the default).",
-                  "", Overhead().worker_note]
+        lines += ["", f"Fastest here: {best['name']} ({best['median_seconds'] / base:.2f}x the default)."]
+        note = dict(Overhead().worker_notes).get(best["name"])
+        lines += ["", note] if note else []
     return lines + [""]
 
 

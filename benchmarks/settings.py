@@ -55,8 +55,9 @@ class Overhead:
     # seconds, less of the second core used); 5 rounds per setting left the medians at the mercy
     # of that, so 9.
     worker_repeats: int = 9
-    # why the course's worker keeps TensorFlow's default threads although a setting above was faster
-    worker_note: str = (
+    # why the course keeps its default although a setting above was faster: setting name -> note,
+    # printed under 1b when that setting is the fastest
+    worker_notes: tuple = (("TF threads: 1 intra-op, 16 inter-op", (
         "The course's worker keeps TensorFlow's default threads for now. With 1 intra-op and 16 "
         "inter-op threads the worker's float sums come out in another order, and the test that holds "
         "TFF's FedAvg against the hand-written loop (per-round test accuracy within 0.005) failed on "
@@ -65,7 +66,7 @@ class Overhead:
         "1.47-1.74 s against 1.03-1.31 s with the defaults, 2026-11-30). Adopting it needs that "
         "test changed first (issue 15 fixes its bound at 0.005; its Dirichlet case, client "
         "momentum 0.9 over 2 local epochs, amplifies rounding), which is a decision about the "
-        "test, not a measurement.")
+        "test, not a measurement.")),)
 
 
 @dataclass(frozen=True)

@@ -306,3 +306,15 @@ def test_bench_smoke_end_to_end(tmp_path):
             os.kill(p, signal.SIGKILL)
         assert not left, f"processes of benchmark session {pid} survived: {left}"
     assert rep["worker_binary_left"] == 0
+
+
+def test_worker_settings_note_goes_with_its_own_setting():
+    """1b prints a setting's note (why the course keeps its default) only when that setting is the
+    fastest; another fastest setting gets the plain "Fastest here" line."""
+    noted, note = FULL.overhead.worker_notes[0]
+    rows = lambda fast: [{"name": "default", "median_seconds": 2.0, "median_cpu_seconds": 3.0},
+                         {"name": fast, "median_seconds": 1.0, "median_cpu_seconds": 3.0}]
+    text = "\n".join(report.md_worker_settings(rows(noted)))
+    assert f"Fastest here: {noted}" in text and note in text
+    text = "\n".join(report.md_worker_settings(rows("2 computations at a time")))
+    assert "Fastest here: 2 computations at a time" in text and note not in text
