@@ -449,18 +449,19 @@ def md_worker_settings(rows) -> list[str]:
              "The same TFF round (client ids) with a new local worker per setting: "
              "`max_concurrent_computation_calls` of `tff.backends.native.set_sync_local_cpp_execution_context`, "
              "the client loop (`loop_implementation=tff.learning.LoopImplementation...`) and TensorFlow's "
-             "thread counts in the worker's environment; median after one warm-up round.", "",
-             "| setting | median s/round | vs default | median CPU s/round |", "|---|---:|---:|---:|"]
+             "thread counts in the worker's environment; median after one warm-up round. The first row is the "
+             "course's setting; each other row changes one thing from it.", "",
+             "| setting | median s/round | vs the course's | median CPU s/round |", "|---|---:|---:|---:|"]
     for row in rows:
         cpu = "n/a" if row.get("median_cpu_seconds") is None else f"{row['median_cpu_seconds']:.2f}"
         lines.append(f"| {row['name']} | {row['median_seconds']:.3f} | {row['median_seconds'] / base:.2f}x | {cpu} |")
     best = min(rows, key=lambda r: r["median_seconds"])
     if best is rows[0] or best["median_seconds"] >= 0.95 * base:
-        lines += ["", "No setting beat TFF's default by 5% or more, so the course keeps the default."]
+        lines += ["", "No setting beat the course's by 5% or more, so the course keeps its setting."]
     else:
         from .settings import Overhead
 
-        lines += ["", f"Fastest here: {best['name']} ({best['median_seconds'] / base:.2f}x the default)."]
+        lines += ["", f"Fastest here: {best['name']} ({best['median_seconds'] / base:.2f}x the course's setting)."]
         note = dict(Overhead().worker_notes).get(best["name"])
         lines += ["", note] if note else []
     return lines + [""]

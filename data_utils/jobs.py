@@ -462,7 +462,7 @@ def remedies_tff_job(params: dict, progress=None) -> dict:
     which hand-written run TFF's weights are closer to. TFF runs first, then the hand-written
     runs (building a TFF computation invalidates Keras models made before it)."""
     from .remedies import check_remedy_options, run_remedy, server_learning_rate
-    from .tff_fedavg import import_tff, keras_model_fn, element_spec, run_tff_fedavg, set_state_weights, state_weights
+    from .tff_fedavg import client_loop, import_tff, keras_model_fn, element_spec, run_tff_fedavg, set_state_weights, state_weights
     from .training import client_trainer
 
     own = {"TFF_ALGORITHMS": ["fedprox", "fedadam"], "MU": 0.01, "ADAPTIVE_SERVER_LR": None,
@@ -501,10 +501,11 @@ def remedies_tff_job(params: dict, progress=None) -> dict:
         if algo == "fedprox":
             process = tff.learning.algorithms.build_weighted_fed_prox(
                 model_fn, proximal_strength=kw["mu"], client_optimizer_fn=client_opt,
-                server_optimizer_fn=servers[algo](lrs[algo]))
+                server_optimizer_fn=servers[algo](lrs[algo]), loop_implementation=client_loop())
         else:
             process = tff.learning.algorithms.build_weighted_fed_avg(
-                model_fn, client_optimizer_fn=client_opt, server_optimizer_fn=servers[algo](lrs[algo]))
+                model_fn, client_optimizer_fn=client_opt, server_optimizer_fn=servers[algo](lrs[algo]),
+                loop_implementation=client_loop())
         state = set_state_weights(process, process.initialize(), w0)
 
         def on_round(record, _state, algo=algo):
@@ -589,7 +590,7 @@ def fedcore_job(params: dict, progress: Callable[[dict], None] | None = None, *,
     from . import compression, fedcore
     from .fedavg import run_fedavg
     from .robust import TffAggregatorHook
-    from .tff_fedavg import (build_fedavg, element_spec, import_tff, keras_model_fn, run_tff_fedavg,
+    from .tff_fedavg import (build_fedavg, client_loop, element_spec, import_tff, keras_model_fn, run_tff_fedavg,
                              set_state_weights, state_weights)
     from .training import client_trainer
 
@@ -663,7 +664,8 @@ def fedcore_job(params: dict, progress: Callable[[dict], None] | None = None, *,
     prox = tff.learning.algorithms.build_weighted_fed_prox(
         keras_model_fn(*shape, element_spec(data.input_shape)), proximal_strength=mu,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=cfg.client_lr),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=cfg.server_lr))
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=cfg.server_lr),
+        loop_implementation=client_loop())
     state, h_prox = run_tff_fedavg(prox, set_state_weights(prox, prox.initialize(), w0), clients, cfg,
                                    evaluate=evaluate, progress=False, on_round=tick("FedProx, TFF"),
                                    data_path="datasets")

@@ -240,7 +240,7 @@ def build_dp_fedavg(model_name: str, input_shape, num_classes: int, client_lr: f
     """DP-FedAvg as a TFF learning process: ``tff.learning.algorithms.build_unweighted_fed_avg``
     (the DP aggregators are unweighted) with SGD on clients and server and ``aggregator`` from
     :func:`dp_model_aggregator`. Runs with :func:`data_utils.tff_fedavg.run_tff_fedavg`."""
-    from .tff_fedavg import element_spec, import_tff, keras_model_fn
+    from .tff_fedavg import client_loop, element_spec, import_tff, keras_model_fn
 
     client_lr, server_lr = check_positive("client_lr", client_lr), check_positive("server_lr", server_lr)
     tff = import_tff()
@@ -249,4 +249,5 @@ def build_dp_fedavg(model_name: str, input_shape, num_classes: int, client_lr: f
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_lr),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_lr),
         model_aggregator=aggregator,
+        loop_implementation=client_loop(),
     )

@@ -136,24 +136,35 @@ def element_spec(input_shape):
             tf.TensorSpec(shape=(None,), dtype=tf.int32))
 
 
+# How TFF's learning processes loop over a client's batches. TFF's default, DATASET_REDUCE, runs the
+# local training as one `tf.data.Dataset.reduce`; DATASET_ITERATOR as a graph loop over the
+# dataset's iterator. Same batches, same updates; on CPU the iterator loop is the faster one
+# (`make bench` section 1b, docs/benchmarks.md).
+CLIENT_LOOP = "DATASET_ITERATOR"
+
+
+def client_loop():
+    """The ``tff.learning.LoopImplementation`` the course's TFF processes use (:data:`CLIENT_LOOP`)."""
+    return getattr(import_tff().learning.LoopImplementation, CLIENT_LOOP)
+
+
 def build_fedavg(model_name: str, input_shape, num_classes: int, client_lr: float,
                  server_lr: float = 1.0, model_aggregator=None, client_momentum: float = 0.0,
                  loop_implementation=None):
     """``tff.learning.algorithms.build_weighted_fed_avg`` with SGD on clients and server
     (``tff.learning.optimizers.build_sgdm``; the clients' with ``client_momentum`` if > 0),
     examples-weighted. ``loop_implementation``: a ``tff.learning.LoopImplementation`` (None:
-    TFF's default, ``DATASET_REDUCE``; ``make bench`` section 1b compares them)."""
+    the course's, :func:`client_loop`; ``make bench`` section 1b compares them)."""
     tff = import_tff()
     kwargs = {}
     if model_aggregator is not None:
         kwargs["model_aggregator"] = model_aggregator
-    if loop_implementation is not None:
-        kwargs["loop_implementation"] = loop_implementation
     return tff.learning.algorithms.build_weighted_fed_avg(
         keras_model_fn(model_name, input_shape, num_classes, element_spec(input_shape)),
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(
             learning_rate=client_lr, momentum=client_momentum if client_momentum > 0 else None),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_lr),
+        loop_implementation=loop_implementation or client_loop(),
         **kwargs,
     )
 
@@ -292,7 +303,8 @@ def federated_evaluation(model_name: str, input_shape, num_classes: int, weights
     if not client_data:
         raise ValueError("federated evaluation needs at least one client with local test data")
     evaluation = tff.learning.algorithms.build_fed_eval(
-        keras_model_fn(model_name, tuple(input_shape), num_classes, element_spec(tuple(input_shape))))
+        keras_model_fn(model_name, tuple(input_shape), num_classes, element_spec(tuple(input_shape))),
+        loop_implementation=client_loop())
     state = evaluation.initialize()
     state = evaluation.set_model_weights(state, tff.learning.models.ModelWeights(
         trainable=[np.asarray(w, np.float32) for w in weights], non_trainable=[]))

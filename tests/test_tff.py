@@ -1,6 +1,7 @@
 """TFF FedAvg (data_utils.tff_fedavg, data_utils.jobs), notebook parameters (data_utils.experiment), and its equivalence with the manual
 loop. Everything that imports TFF runs in a child process started in its own session, whose
 process group is killed at the end, so no TFF worker_binary outlives the test (ENVIRONMENT.md)."""
+import ast
 import json
 import subprocess
 import textwrap
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from data_utils.experiment import FEDAVG_PARAMS, apply_preset, parse_params
+from data_utils import tff_fedavg as t
 from data_utils.tff_fedavg import JOB_OPTIONS
 from conftest import run_python_child
 
@@ -270,10 +272,30 @@ def test_notebook_04_shows_the_tff_code():
                    "process.initialize()", "process.set_model_weights(", "process.next(state,",
                    "process.set_hparams(", "def train_with_tff("):
         assert needle in lesson, needle
+    # the same client loop as the package's processes (data_utils.tff_fedavg.CLIENT_LOOP)
+    assert f"loop_implementation=tff.learning.LoopImplementation.{t.CLIENT_LOOP}" in lesson
     setup = _notebook_cells("course-setup")   # written for every notebook by scripts/notebook_header.py
     assert all(len(c.splitlines()) <= 30 for c in _notebook_cells() if c not in setup)
     # the notebook trains with its lesson cells when TFF is here, and through the job otherwise
     assert any("train_with_tff(process" in c and "data_utils.jobs:tff_fedavg_job" in c for c in _notebook_cells())
+
+
+TFF_BUILDERS = {"build_weighted_fed_avg", "build_unweighted_fed_avg", "build_weighted_fed_prox", "build_fed_eval"}
+
+
+def test_every_tff_process_of_the_course_uses_its_client_loop():
+    """Every ``tff.learning.algorithms.build_*`` call in data_utils passes ``loop_implementation``
+    (the course's client loop, make bench section 1b), so no lesson silently falls back to TFF's
+    slower default. ``exercises.py`` builds the reference of notebook 04's exercise as a learner
+    would write it (the check compares types and hyperparameters, which the loop does not change)."""
+    calls = []
+    for path in sorted((ROOT / "data_utils").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in TFF_BUILDERS:
+                calls.append((path.name, node.lineno, {k.arg for k in node.keywords}))
+    assert len(calls) >= 6, calls
+    missing = [(f, line) for f, line, kws in calls if "loop_implementation" not in kws and f != "exercises.py"]
+    assert not missing, f"TFF processes built without the course's client loop: {missing}"
 
 
 LESSON_CHILD = textwrap.dedent("""
