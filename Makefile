@@ -10,9 +10,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 setup:
 	@bash scripts/setup_env.sh
 
-## Run the whole course headless (papermill, workshop defaults) and print its summary.
+## Run the whole course headless (papermill, workshop defaults) and print its summary; its
+## temporary files go to a folder of its own, removed afterwards (scripts/private_tmp.sh).
 course: setup
-	@$(PY) scripts/run_course.py
+	@bash scripts/private_tmp.sh $(PY) scripts/run_course.py
 	@bash scripts/check_no_worker_binary.sh
 
 ## Unit tests, then every notebook in smoke mode (papermill with parameters, then nbval), on
