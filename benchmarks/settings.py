@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from data_utils.tff_fedavg import CLIENT_LOOP
+
 SECTIONS = ("overhead", "rounds", "scale", "budget", "niid")
 SECTION_NUMBERS = {"1": "overhead", "2": "rounds", "3": "scale", "4": "budget", "5": "niid"}
 
@@ -39,19 +41,19 @@ class Overhead:
     # the course's setting (data_utils.tff_fedavg.CLIENT_LOOP, TensorFlow's default threads), the
     # others change one thing from it.
     worker_settings: tuple = (
-        ("course: DATASET_ITERATOR loop, all clients at once", -1, "DATASET_ITERATOR", ()),
+        (f"course: {CLIENT_LOOP} loop, all clients at once", -1, CLIENT_LOOP, ()),
         ("TFF's default loop (DATASET_REDUCE)", -1, "DATASET_REDUCE", ()),
-        ("1 computation at a time", 1, "DATASET_ITERATOR", ()),
-        ("2 computations at a time", 2, "DATASET_ITERATOR", ()),
-        ("TF threads: 1 intra-op, 1 inter-op", -1, "DATASET_ITERATOR",
+        ("1 computation at a time", 1, CLIENT_LOOP, ()),
+        ("2 computations at a time", 2, CLIENT_LOOP, ()),
+        ("TF threads: 1 intra-op, 1 inter-op", -1, CLIENT_LOOP,
          (("TF_NUM_INTRAOP_THREADS", "1"), ("TF_NUM_INTEROP_THREADS", "1"))),
         # every client computation on a thread of its own (TensorFlow's default inter-op pool has
         # one thread per core, so 10 clients queue for 2), with and without splitting each op
-        ("TF threads: 16 inter-op", -1, "DATASET_ITERATOR", (("TF_NUM_INTEROP_THREADS", "16"),)),
-        ("TF threads: 1 intra-op, 16 inter-op", -1, "DATASET_ITERATOR",
+        ("TF threads: 16 inter-op", -1, CLIENT_LOOP, (("TF_NUM_INTEROP_THREADS", "16"),)),
+        ("TF threads: 1 intra-op, 16 inter-op", -1, CLIENT_LOOP,
          (("TF_NUM_INTRAOP_THREADS", "1"), ("TF_NUM_INTEROP_THREADS", "16"))),
         # a new worker with the course's setting again (the variable changes nothing in TensorFlow)
-        ("course again (drift check)", -1, "DATASET_ITERATOR", (("COURSE_WORKER_RUN", "2"),)),
+        ("course again (drift check)", -1, CLIENT_LOOP, (("COURSE_WORKER_RUN", "2"),)),
     )
     # 2026-11-30: with the default a round here is either about 1.8 s or about 2.7 s (the same CPU
     # seconds, less of the second core used); 5 rounds per setting left the medians at the mercy

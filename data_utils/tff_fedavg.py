@@ -156,16 +156,13 @@ def build_fedavg(model_name: str, input_shape, num_classes: int, client_lr: floa
     examples-weighted. ``loop_implementation``: a ``tff.learning.LoopImplementation`` (None:
     the course's, :func:`client_loop`; ``make bench`` section 1b compares them)."""
     tff = import_tff()
-    kwargs = {}
-    if model_aggregator is not None:
-        kwargs["model_aggregator"] = model_aggregator
     return tff.learning.algorithms.build_weighted_fed_avg(
         keras_model_fn(model_name, input_shape, num_classes, element_spec(input_shape)),
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(
             learning_rate=client_lr, momentum=client_momentum if client_momentum > 0 else None),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_lr),
+        model_aggregator=model_aggregator,   # None: TFF's default (its weighted mean)
         loop_implementation=loop_implementation or client_loop(),
-        **kwargs,
     )
 
 

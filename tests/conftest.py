@@ -11,16 +11,17 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def live_worker_binaries(orphans_only: bool = False) -> list[int]:
+def live_worker_binaries(orphans_only: bool = False, parent: int | None = None) -> list[int]:
     """PIDs of running (not zombie) TFF worker_binary processes; with ``orphans_only``, only those
     whose Python process has exited (re-parented to PID 1) or is this test process: the ones that
-    would be leaked when the session ends."""
+    would be leaked when the session ends; with ``parent``, only the children of that process."""
     out = subprocess.run(["ps", "-eo", "pid=,ppid=,stat=,args="], capture_output=True,
                          text=True).stdout
     rows = [line.split(None, 3) for line in out.splitlines()]
     return [int(pid) for pid, ppid, stat, args in (r for r in rows if len(r) == 4)
             if args.split()[0].endswith("worker_binary") and not stat.startswith("Z")
-            and (not orphans_only or ppid in ("1", str(os.getpid())))]
+            and (not orphans_only or ppid in ("1", str(os.getpid())))
+            and (parent is None or ppid == str(parent))]
 
 
 def run_python_child(code: str, args: list, tmp_path: Path, timeout: float = 600,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import live_worker_binaries
 from data_utils import workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,17 +40,10 @@ def test_start_worker_rejects_bad_input_before_starting(kwargs, match):
     # what this process started, not every worker_binary on the machine: under pytest-xdist
     # another test process may start one meanwhile (a spurious failure, 2026-11-30)
     started = list(workers._STARTED)
-    children = set(_worker_pids(parent=os.getpid()))
+    children = set(live_worker_binaries(parent=os.getpid()))
     with pytest.raises(ValueError, match=match):
         workers.start_worker(**kwargs)
-    assert workers._STARTED == started and set(_worker_pids(parent=os.getpid())) <= children
-
-
-def _worker_pids(parent: int) -> list[int]:
-    """PIDs of the worker_binary processes that are children of ``parent``."""
-    out = subprocess.run(["pgrep", "-P", str(parent), "-f", "worker_binary"], capture_output=True,
-                         text=True).stdout
-    return [int(p) for p in out.split()]
+    assert workers._STARTED == started and set(live_worker_binaries(parent=os.getpid())) <= children
 
 
 def test_wait_ready_times_out_with_the_address():
