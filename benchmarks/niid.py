@@ -2,7 +2,8 @@
 a server-optimizer remedy (:mod:`data_utils.remedies`) on the niid_bench grid of Fashion-MNIST
 partitions (IID, Dirichlet(0.5), #C = 1, 2, 3 classes per client), with niid_bench's 10 clients
 (all in every round), batch 64, client SGD lr 0.01 with momentum 0.9 and its LeNet-style CNN
-(``data_utils.models`` "lenet5"), within a stated budget of rounds and local epochs.
+(``data_utils.models`` "lenet5"), each cell within a stated budget of training CPU seconds
+(as many rounds of a fixed number of local epochs as fit, up to niid_bench's 50).
 
 The run (:func:`run`) happens in a worker process, one process per partition in the full
 benchmark (:func:`jobs`); :func:`goals`, :func:`plot` and :func:`markdown` turn its result into
@@ -42,6 +43,18 @@ def flower(row: str, column: str) -> float | None:
 
 
 # ---- the measurement (inside a worker process) -----------------------------------------------------
+class _Budget(Exception):
+    """Raised from the evaluation callback to end a cell at its CPU budget."""
+
+
+def over_budget(spent: float, rounds: int, budget: float | None) -> bool:
+    """Whether one more round, estimated as the mean of the ``rounds`` so far, would take the
+    training CPU seconds ``spent`` past ``budget`` (None: no budget)."""
+    if budget is None or rounds < 1:
+        return False
+    return spent + spent / rounds > budget
+
+
 def _remedies():
     """``data_utils.remedies.run_remedy``, or None (with the reason) if the module is missing."""
     try:
@@ -53,10 +66,12 @@ def _remedies():
 
 def run(s, rows=None, columns=None) -> dict:
     """Each column of ``columns`` (labels of ``s.niid.columns``; default all) on each row of
-    ``rows`` (labels of ``s.niid.rows``; default all): train from
-    the common initial weights for ``s.niid.rounds`` rounds, score the global model on the test
-    set after every round, keep the curve, the best and the last accuracy, and the CPU seconds
-    of training and evaluation apart."""
+    ``rows`` (labels of ``s.niid.rows``; default all): train from the common initial weights,
+    score the global model on the test set after every round, and stop after ``s.niid.rounds``
+    rounds or before a round that would take the cell's training past
+    ``s.niid.cpu_budget_seconds`` CPU seconds (the mean round so far is the estimate). Keeps the
+    curve, the best and the last accuracy, why it stopped, and the CPU seconds of training and
+    evaluation apart (evaluation is not charged to the budget)."""
     from data_utils.clients import ClientArrays
     from data_utils.fedavg import FedAvgConfig, run_fedavg
     from data_utils.models import WeightsEvaluator, build_model
@@ -99,7 +114,7 @@ def run(s, rows=None, columns=None) -> dict:
                 trainers[algorithm] = client_trainer(n.model, data.input_shape, data.num_classes,
                                                      n.client_lr, n.client_momentum)
             trainer = trainers[algorithm]
-            curve, train_cpu, eval_cpu = [], [0.0], [0.0]
+            curve, train_cpu, eval_cpu, stop = [], [0.0], [0.0], [f"round cap ({n.rounds})"]
             clock = common.Clock()
 
             def evaluate(weights):
@@ -107,8 +122,11 @@ def run(s, rows=None, columns=None) -> dict:
                 acc = evaluator(weights)["test_accuracy"]
                 eval_cpu[0] += clock.lap()[1]
                 curve.append(acc)
-                print(f"  [niid] {label} {column} round {len(curve)}: test accuracy {acc:.4f}",
-                      flush=True)
+                print(f"  [niid] {label} {column} round {len(curve)}: test accuracy {acc:.4f}, "
+                      f"{train_cpu[0]:.0f} training CPU s", flush=True)
+                if over_budget(train_cpu[0], len(curve), n.cpu_budget_seconds) and len(curve) < n.rounds:
+                    stop[0] = f"CPU budget ({n.cpu_budget_seconds:g} s)"
+                    raise _Budget
                 return {"test_accuracy": acc}
 
             wall = common.Clock()
@@ -118,20 +136,28 @@ def run(s, rows=None, columns=None) -> dict:
                 else:
                     run_remedy(algorithm, trainer, w0, clients, cfg, evaluate=evaluate,
                                progress=False, **kwargs)
+            except _Budget:
+                pass
             except Exception as err:  # noqa: BLE001 - one failed cell must not lose the others
-                cells.append(dict(cell, ok=False, error=f"{type(err).__name__}: {err}"))
-                print(f"[niid] {label} {column}: FAILED {cells[-1]['error']}", flush=True)
-                continue
+                error = f"{type(err).__name__}: {err}"
+                if not curve:
+                    cells.append(dict(cell, ok=False, error=error))
+                    print(f"[niid] {label} {column}: FAILED {error}", flush=True)
+                    continue
+                # diverged after some rounds (e.g. NaN weights): niid_bench scores the best round
+                # too, so the rounds before count, and the cell says where and why it ended
+                stop[0] = f"failed in round {len(curve) + 1} ({error[:120]})"
             seconds = wall.lap()[0]
             best = int(np.argmax(curve))
             cells.append(dict(cell, ok=True, curve=curve, best_accuracy=curve[best],
                               best_round=best + 1, final_accuracy=curve[-1], rounds=len(curve),
-                              seconds=seconds, train_cpu_seconds=train_cpu[0],
+                              stop_reason=stop[0], seconds=seconds, train_cpu_seconds=train_cpu[0],
                               eval_cpu_seconds=eval_cpu[0]))
             print(f"[niid] {label:15s} {column:9s} best {curve[best]:.4f} (round {best + 1}), "
-                  f"last {curve[-1]:.4f}, {seconds:.0f} s, {train_cpu[0]:.0f} training CPU s",
-                  flush=True)
-    return {"setup": {"model": n.model, "num_clients": n.num_clients, "rounds": n.rounds,
+                  f"last {curve[-1]:.4f}, {len(curve)} rounds ({stop[0]}), {seconds:.0f} s, "
+                  f"{train_cpu[0]:.0f} training CPU s", flush=True)
+    return {"setup": {"model": n.model, "num_clients": n.num_clients, "max_rounds": n.rounds,
+                      "cpu_budget_seconds": n.cpu_budget_seconds,
                       "local_epochs": n.local_epochs, "batch_size": n.batch_size,
                       "client_lr": n.client_lr, "client_momentum": n.client_momentum,
                       "alpha": n.alpha, "train_examples": len(data.x_train),
@@ -259,13 +285,28 @@ def plot(r: dict, path, plt) -> None:
     ax.set_ylabel("best test accuracy over the rounds (%)")
     ax.set_ylim(0, 100)
     st = r["setup"]
-    ax.set_title(f"{st['num_clients']} clients, rounds x local epochs = {st['rounds']} x "
-                 f"{st['local_epochs']}, B={st['batch_size']}, SGD lr {st['client_lr']} momentum "
-                 f"{st['client_momentum']}, {st['model']}", fontsize=10)
+    lo, hi = round_range(r)
+    ax.set_title(f"{st['num_clients']} clients, {budget_words(st)}: {lo}-{hi} rounds of "
+                 f"{st['local_epochs']} local epochs, B={st['batch_size']}, SGD lr {st['client_lr']} "
+                 f"momentum {st['client_momentum']}, {st['model']}", fontsize=10)
     ax.legend(fontsize=7, ncol=len(columns) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def round_range(r: dict) -> tuple[int, int]:
+    """The fewest and the most rounds a cell of ``r`` ran (0, 0 if none ran)."""
+    rounds = [c["rounds"] for c in r["cells"] if c.get("ok")]
+    return (min(rounds), max(rounds)) if rounds else (0, 0)
+
+
+def budget_words(st: dict) -> str:
+    """"at most N training CPU s per cell" (or the round cap of a run without a budget; report.json
+    files from before the budget have a fixed number of rounds)."""
+    if st.get("cpu_budget_seconds") is not None:
+        return f"at most {st['cpu_budget_seconds']:g} training CPU s per cell"
+    return f"at most {st.get('max_rounds', st.get('rounds'))} rounds per cell"
 
 
 def largest_drops(r: dict, points: float = 2.0) -> dict:
@@ -302,8 +343,11 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     columns = list(dict.fromkeys(c["column"] for c in r["cells"]))
     extra = [c for c in columns if c not in FLOWER_COLUMNS]
     kw = {c[0]: dict(c[2]) for c in n["columns"]}
-    examples = st["train_examples"] * st["local_epochs"] * st["rounds"]
+    lo, hi = round_range(r)
+    examples = st["train_examples"] * st["local_epochs"] * hi
     flower_examples = 60000 * 10 * 50
+    cap = st.get("max_rounds", st.get("rounds"))
+    budget = st.get("cpu_budget_seconds")
     lines = [
         f"Flower's baseline [`niid_bench`]({FLOWER_URL}) reproduces Li et al. 2022, *Federated "
         "Learning on Non-IID Data Silos: An Experimental Study* (NIID-Bench, ICDE 2022, "
@@ -315,11 +359,17 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         f"and round), the same CNN (`{st['model']}`: 5x5 conv 6 -> pool -> 5x5 conv 16 -> pool -> "
         f"Dense 120 -> Dense 84 -> Dense 10, ReLU), all {st['train_examples']:,} training images, "
         f"best accuracy over the rounds on {st['test_examples']:,} test images. What differs: "
-        f"**{st['rounds']} round{'s' * (st['rounds'] != 1)} of {st['local_epochs']} local "
-        f"epoch{'s' * (st['local_epochs'] != 1)}** instead of 50 of 10 "
-        f"({examples:,} example visits per cell instead of {flower_examples:,}: "
+        + (f"**each cell trains for at most {budget:g} CPU seconds** (one TensorFlow thread; "
+           f"evaluation not counted), as many rounds of {st['local_epochs']} local "
+           f"epoch{'s' * (st['local_epochs'] != 1)} as fit, up to {cap}: **{lo}-{hi} rounds** "
+           f"on this machine, instead of 50 rounds of 10 local epochs "
+           if budget is not None else
+           f"**{hi} round{'s' * (hi != 1)} of {st['local_epochs']} local "
+           f"epoch{'s' * (st['local_epochs'] != 1)}** instead of 50 of 10 ")
+        + f"(at most {examples:,} example visits per cell instead of {flower_examples:,}: "
         f"{examples / flower_examples:.1%} of the work, what the 60-minute budget for "
-        f"{len(n['rows']) * len(n['columns'])} cells on 2 cores allows); "
+        f"{len(n['rows']) * len(n['columns'])} cells on 2 cores allows; a faster machine fits "
+        "more rounds in the same CPU seconds); "
         "no weight decay (the course's client trainer has none; Flower's 1e-5 is small); one seed "
         "(Flower: mean over seeds, its standard deviations are in `benchmarks/niid.py`); the "
         "course's partitions (`data_utils.partition`: Dirichlet(0.5) with at least 10 images per "
@@ -347,6 +397,9 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     for c in r["cells"]:
         if not c.get("ok"):
             lines.append(f"- {c['row']}, {c['column']}: no result ({c.get('error')}).")
+        elif str(c.get("stop_reason", "")).startswith("failed"):
+            lines.append(f"- {c['row']}, {c['column']}: {c['stop_reason']}; its best of the "
+                         f"{c['rounds']} rounds before counts, as niid_bench's best round would.")
     absent = [x[0] for x in n["rows"] if x[0] not in {y["row"] for y in r["rows"]}]
     if absent:
         lines.append(f"- Rows not in this report (not run, or their process did not finish): "
@@ -383,7 +436,7 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         gains = [(c["curve"][-1] - c["curve"][-2]) * 100 for c in rising]
         lines += [f"{len(rising)} of {len(ran)} cells scored their best accuracy in their last "
                   f"round (the last round added {min(gains):.1f} to {max(gains):.1f} points): "
-                  "the budget of rounds, not the algorithm, ended them.", ""]
+                  "the budget, not the algorithm, ended them.", ""]
     drops = largest_drops(r)
     if drops:
         lines += ["Unsteady rows, where a cell lost more than 2 points from one round to the next "
@@ -405,13 +458,13 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
                      f"{'s' * (tf_threads != '1')} (`TF_NUM_INTRAOP_THREADS`)" if tf_threads else
                      " (one process keeps about one core busy)")
                   + "; a cell's wall seconds include waiting for the CPU.", ""]
-    lines += ["| partition | column | best (round) | last | wall s | training CPU s | evaluation CPU s |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+    lines += ["| partition | column | best (round) | last | rounds (stopped by) | wall s | training CPU s | evaluation CPU s |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for c in r["cells"]:
         if c.get("ok"):
             lines.append(f"| {c['row']} | {c['column']} | {c['best_accuracy']:.4f} ({c['best_round']}) | "
-                         f"{c['final_accuracy']:.4f} | {c['seconds']:.0f} | {c['train_cpu_seconds']:.0f} | "
-                         f"{c['eval_cpu_seconds']:.0f} |")
+                         f"{c['final_accuracy']:.4f} | {c['rounds']} ({c.get('stop_reason', 'round cap')}) | "
+                         f"{c['seconds']:.0f} | {c['train_cpu_seconds']:.0f} | {c['eval_cpu_seconds']:.0f} |")
     lines += ["", "Clients per partition (training images; classes held): " + "; ".join(
         f"{x['row']}: {min(x['client_sizes'])}-{max(x['client_sizes'])} images, "
         f"{min(x['classes_held'])}-{max(x['classes_held'])} classes" for x in r["rows"]) + ".", ""]

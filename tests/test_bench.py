@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,6 @@ def test_niid_flower_table_is_the_cited_one():
 
 
 def test_niid_jobs_are_cells_sharing_the_cores():
-    from dataclasses import replace
-
     cells = niid.jobs(FULL, cores=2)
     assert [(j["rows"], j["columns"]) for j in cells] == [
         ([r[0]], [c[0]]) for r in FULL.niid.rows for c in FULL.niid.columns]
@@ -105,6 +104,44 @@ def test_niid_jobs_are_cells_sharing_the_cores():
     out = niid.combine(parts)
     assert [x["row"] for x in out["rows"]] == ["A", "B"] and len(out["cells"]) == 4
     assert out["ok"] and out["cpu_seconds"] == 4.0
+
+
+def test_niid_cells_stop_before_a_round_that_would_pass_the_cpu_budget():
+    assert not niid.over_budget(90.0, 9, 100.0)       # 90 + 10 = 100: the next round still fits
+    assert niid.over_budget(91.0, 9, 100.0)           # 91 + 10.1 > 100
+    assert not niid.over_budget(1e9, 3, None)         # no budget: only the round cap
+    assert not niid.over_budget(0.0, 0, 1.0)          # before any round there is no estimate
+    assert FULL.niid.cpu_budget_seconds == 200.0 and FULL.niid.rounds == 50  # niid_bench's rounds
+    r = {"setup": {"cpu_budget_seconds": 200.0, "max_rounds": 50},
+         "cells": [{"ok": True, "rounds": 27}, {"ok": True, "rounds": 31}, {"ok": False}]}
+    assert niid.round_range(r) == (27, 31) and niid.round_range({"cells": []}) == (0, 0)
+    assert niid.budget_words(r["setup"]) == "at most 200 training CPU s per cell"
+    assert niid.budget_words({"rounds": 6}) == "at most 6 rounds per cell"  # a report from before
+
+
+def test_niid_cell_ends_at_its_budget_and_keeps_the_rounds_before_a_failure(monkeypatch):
+    # niid.run with a stand-in for the algorithm: it reports the initial weights after each
+    # "round" and fails in its third; the real cells run in the smoke benchmark below
+    from data_utils.remedies import ALGORITHMS
+
+    def fake_run_remedy(algorithm, trainer, w0, clients, cfg, evaluate, progress, **kwargs):
+        for _ in range(2):
+            start = time.process_time()
+            while time.process_time() - start < 0.05:  # a "round" that costs CPU time
+                pass
+            evaluate(w0)
+        raise ValueError("model 2, layer 0 contains NaN or infinite values")
+
+    monkeypatch.setattr(niid, "_remedies", lambda: (ALGORITHMS, fake_run_remedy, None))
+    columns = (("SCAFFOLD", "scaffold", ()),)
+    small = replace(SMOKE, data=replace(SMOKE.data, train_limit=600, test_limit=200))
+    failed = niid.run(replace(small, niid=replace(small.niid, rounds=5, cpu_budget_seconds=None,
+                                                  columns=columns)))["cells"][0]
+    assert failed["ok"] and failed["rounds"] == 2 and len(failed["curve"]) == 2
+    assert failed["stop_reason"].startswith("failed in round 3 (ValueError: model 2, layer 0 contains NaN")
+    ended = niid.run(replace(small, niid=replace(small.niid, rounds=5, cpu_budget_seconds=1e-6,
+                                                 columns=columns)))["cells"][0]
+    assert ended["ok"] and ended["rounds"] == 1 and ended["stop_reason"] == "CPU budget (1e-06 s)"
 
 
 def test_niid_largest_drops_name_the_unsteady_rows():
@@ -275,7 +312,9 @@ def test_bench_smoke_end_to_end(tmp_path):
         (r[0], c[0]) for r in SMOKE.niid.rows for c in SMOKE.niid.columns}
     for c in n["cells"]:
         assert c["ok"], f"niid cell {c['row']}/{c['column']} failed: {c.get('error')}"
-        assert len(c["curve"]) == SMOKE.niid.rounds and 0 <= c["best_accuracy"] <= 1
+        # the smoke budget (1e-6 CPU s) ends every cell after its first of SMOKE.niid.rounds rounds
+        assert len(c["curve"]) == c["rounds"] == 1 < SMOKE.niid.rounds and 0 <= c["best_accuracy"] <= 1
+        assert c["stop_reason"] == f"CPU budget ({SMOKE.niid.cpu_budget_seconds:g} s)"
         assert c["best_accuracy"] == max(c["curve"]) and c["train_cpu_seconds"] > 0
     assert n["setup"]["model"] == "lenet5" and n["cpu_seconds"] > 0
     assert n["setup"]["tf_intraop_threads"] == str(niid.threads(SMOKE))  # the job's env reached it
