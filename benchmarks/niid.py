@@ -296,8 +296,10 @@ def plot(r: dict, path, plt) -> None:
 
 
 def round_range(r: dict) -> tuple[int, int]:
-    """The fewest and the most rounds a cell of ``r`` ran (0, 0 if none ran)."""
-    rounds = [c["rounds"] for c in r["cells"] if c.get("ok")]
+    """The fewest and the most rounds a cell of ``r`` ran to its budget or round cap (0, 0 if
+    none did; a cell that failed part way says nothing about what fits)."""
+    rounds = [c["rounds"] for c in r["cells"]
+              if c.get("ok") and not str(c.get("stop_reason", "")).startswith("failed")]
     return (min(rounds), max(rounds)) if rounds else (0, 0)
 
 
@@ -307,6 +309,20 @@ def budget_words(st: dict) -> str:
     if st.get("cpu_budget_seconds") is not None:
         return f"at most {st['cpu_budget_seconds']:g} training CPU s per cell"
     return f"at most {st.get('max_rounds', st.get('rounds'))} rounds per cell"
+
+
+def chance_rows(r: dict, rounds: int = 5, level: float = 0.11) -> dict:
+    """{row: ([(column, first round above ``level``)], [columns never above it])} for each row
+    where some cell stayed at chance accuracy (at most ``level``) for its first ``rounds`` rounds."""
+    out: dict = {}
+    for c in r["cells"]:
+        curve = c.get("curve") or []
+        if not c.get("ok") or len(curve) < rounds or max(curve[:rounds]) > level:
+            continue
+        left, stayed = out.setdefault(c["row"], ([], []))
+        above = next((i + 1 for i, a in enumerate(curve) if a > level), None)
+        (stayed.append(c["column"]) if above is None else left.append((c["column"], above)))
+    return out
 
 
 def largest_drops(r: dict, points: float = 2.0) -> dict:
@@ -413,9 +429,13 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
             continue
         worst = max(gaps, key=gaps.get)
         below = [c for c, g in gaps.items() if g > n["goal_points"]]
-        text.append(f"{row}: the course's cells are at most {max(gaps[worst], 0):.1f} points under "
-                    f"Flower's (worst {worst}, {cols[worst]['best_accuracy'] * 100:.2f} vs "
-                    f"{flower(row, worst):.2f})"
+        pair = f"{worst}, {cols[worst]['best_accuracy'] * 100:.2f} vs {flower(row, worst):.2f}"
+        if gaps[worst] < 0:
+            text.append(f"{row}: every course cell is above Flower's (smallest margin "
+                        f"{-gaps[worst]:.1f} points, {pair}).")
+            continue
+        text.append(f"{row}: the course's cells are at most {gaps[worst]:.1f} points under "
+                    f"Flower's (worst {pair})"
                     + (f"; more than {n['goal_points']:g} points under: {', '.join(below)}."
                        if below else f", within the {n['goal_points']:g}-point goal."))
     for x in r["rows"]:
@@ -437,6 +457,18 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         lines += [f"{len(rising)} of {len(ran)} cells scored their best accuracy in their last "
                   f"round (the last round added {min(gains):.1f} to {max(gains):.1f} points): "
                   "the budget, not the algorithm, ended them.", ""]
+    for row, (left, stayed) in chance_rows(r).items():
+        def names(xs):
+            return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
+
+        lines += [f"{row}: " + (f"{names([c for c, _ in left])} left chance accuracy (10%) only in "
+                                f"round{'s' * (len(left) > 1)} {names([str(k) for _, k in left])}"
+                                if left else "")
+                  + ("; " if left and stayed else "")
+                  + (f"{names(stayed)} never left {'it' if left else 'chance accuracy (10%)'}"
+                     if stayed else "")
+                  + ". 10% is what a model scores that names the same class for every image; a "
+                  "cell's best round there is an escape late in the run, not a steady level.", ""]
     drops = largest_drops(r)
     if drops:
         lines += ["Unsteady rows, where a cell lost more than 2 points from one round to the next "

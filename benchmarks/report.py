@@ -670,6 +670,17 @@ def _kept_text(payload: dict, md_path: Path) -> tuple[dict, dict]:
     return goals, blocks
 
 
+def _bench_minutes(payload: dict) -> str:
+    """" (this report's: N min on C cores, section 5 M of them)" from the sections' wall seconds,
+    or "" if a section is missing (then the total is not this report's)."""
+    secs = {k: (v or {}).get("seconds") for k, v in payload.get("sections", {}).items()}
+    if set(secs) != set(NUMBERS) or None in secs.values():
+        return ""
+    cores = (payload.get("machine") or {}).get("usable_cores", "?")
+    return (f" (this report's: {sum(secs.values()) / 60:.0f} min on {cores} cores, section 5 "
+            f"{secs['niid'] / 60:.0f} of them)")
+
+
 def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
     docs.mkdir(parents=True, exist_ok=True)
     m = payload["machine"]
@@ -726,7 +737,7 @@ def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
         plotters[section](r, fig)
         lines += writers[section](payload, r, FIGURES[section])
     lines += ["## Method notes", "",
-              "- Every job (section 1, 2, 4; each scale configuration; each row of section 5) runs in a fresh Python process "
+              "- Every job (section 1, 2, 4; each scale configuration; each cell of section 5) runs in a fresh Python process "
               "started in its own session, which is ended afterwards together with TFF's "
               "`worker_binary`; its peak memory (VmHWM) and CPU time are read from `/proc` for the "
               "Python process and its `worker_binary`.",
@@ -747,7 +758,7 @@ def write_report(payload: dict, docs: Path, report_path: Path) -> Path:
               "reproduces Li et al. 2021, *Federated Learning on Non-IID Data Silos: An "
               "Experimental Study* (arXiv:2102.02079).", "",
               "## Reproduce", "",
-              "```bash", "make bench        # all sections (about 90 min on 2 cores: sections 1-4 30, section 5 60)",
+              "```bash", "make bench        # all sections" + _bench_minutes(payload),
               "make bench-smoke  # tiny settings, about a minute (what the test runs)",
               "python -m benchmarks --sections 3   # one section, merged into the existing report",
               "```", ""]

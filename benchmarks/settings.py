@@ -191,7 +191,14 @@ class Niid:
     session 9's machine (two cells at a time, one thread each, 30 rounds x 2 epochs, about 6.5
     training CPU s per round): IID FedAvg 89.24% after round 30 (87.5 after 13), #C=3 FedAvgM
     86.05 (82.6 after 10), in 192-194 training CPU s. 25 cells of 200 CPU s plus about 10 to
-    evaluate and 8 to start each, two at a time: about 45 minutes."""
+    evaluate and 8 to start each, two at a time: about 45 minutes. The full run (17:29-18:12):
+    43.1 minutes, 25-32 rounds per cell, 194-199 training CPU s each; same seed, same cell, same
+    curve as the probe (#C=2 FedAvgM). Probes for a #C=2 remedy in the same session, none of
+    them better than FedAvgM with server_lr 1.0 and momentum 0.5 (75.4% in round 17): FedAvgM
+    with server_lr 0.1 and momentum 0.9 (Hsu et al. 2019's effective server step of 1) 65.5%
+    after round 19, still rising slowly; FedAdam and FedYogi with their defaults (server lr
+    0.01) 16-23% after 8 rounds. On #C=1 the same FedAvgM (19 rounds) and FedProx with mu 1 (14
+    rounds) stayed between 7.6% and 19.4%, mostly at 10.00%."""
     model: str = "lenet5"
     num_clients: int = 10
     rounds: int = 50  # the cap: niid_bench's rounds; the CPU budget usually ends a cell first

@@ -113,7 +113,8 @@ def test_niid_cells_stop_before_a_round_that_would_pass_the_cpu_budget():
     assert not niid.over_budget(0.0, 0, 1.0)          # before any round there is no estimate
     assert FULL.niid.cpu_budget_seconds == 200.0 and FULL.niid.rounds == 50  # niid_bench's rounds
     r = {"setup": {"cpu_budget_seconds": 200.0, "max_rounds": 50},
-         "cells": [{"ok": True, "rounds": 27}, {"ok": True, "rounds": 31}, {"ok": False}]}
+         "cells": [{"ok": True, "rounds": 27}, {"ok": True, "rounds": 31}, {"ok": False},
+                   {"ok": True, "rounds": 6, "stop_reason": "failed in round 7 (ValueError: NaN)"}]}
     assert niid.round_range(r) == (27, 31) and niid.round_range({"cells": []}) == (0, 0)
     assert niid.budget_words(r["setup"]) == "at most 200 training CPU s per cell"
     assert niid.budget_words({"rounds": 6}) == "at most 6 rounds per cell"  # a report from before
@@ -142,6 +143,14 @@ def test_niid_cell_ends_at_its_budget_and_keeps_the_rounds_before_a_failure(monk
     ended = niid.run(replace(small, niid=replace(small.niid, rounds=5, cpu_budget_seconds=1e-6,
                                                  columns=columns)))["cells"][0]
     assert ended["ok"] and ended["rounds"] == 1 and ended["stop_reason"] == "CPU budget (1e-06 s)"
+
+
+def test_niid_chance_rows_name_the_cells_stuck_at_ten_percent():
+    cells = [{"row": "#C=1", "column": "FedAvg", "ok": True, "curve": [0.1] * 15 + [0.18, 0.3]},
+             {"row": "#C=1", "column": "SCAFFOLD", "ok": True, "curve": [0.1] * 17},
+             {"row": "#C=1", "column": "FedProx", "ok": True, "curve": [0.1, 0.3] + [0.1] * 15},
+             {"row": "IID", "column": "FedAvg", "ok": True, "curve": [0.7] * 17}]
+    assert niid.chance_rows({"cells": cells}) == {"#C=1": ([("FedAvg", 16)], ["SCAFFOLD"])}
 
 
 def test_niid_largest_drops_name_the_unsteady_rows():
@@ -196,6 +205,14 @@ def test_niid_goals_within_two_points_and_best_remedy():
     entry["result"]["rows"] = entry["result"]["rows"][:2]  # rows missing: no section wall time
     goals = niid.goals(FULL.as_dict(), entry, report._goal)
     assert goals[4]["met"] is None and "only 2 of 5 rows ran" in goals[4]["summary"]
+
+
+def test_reproduce_line_gives_this_reports_minutes_only_for_a_whole_run():
+    payload = {"machine": {"usable_cores": 2},
+               "sections": {k: {"seconds": 600.0} for k in report.NUMBERS}}
+    assert report._bench_minutes(payload) == " (this report's: 50 min on 2 cores, section 5 10 of them)"
+    del payload["sections"]["scale"]
+    assert report._bench_minutes(payload) == ""
 
 
 def test_report_keeps_text_of_sections_not_in_report_json(tmp_path):
