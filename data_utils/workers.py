@@ -212,16 +212,42 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
-def _executor_factory(address: str, default_num_clients: int = 0, worker: Worker | None = None):
-    """A TFF executor factory whose executors run on the worker at ``address`` (``worker``: one
-    this Python started, waited for at first use)."""
+def _stub(address: str, worker: Worker | None = None):
+    """TFF's gRPC stub for the worker at ``address``, except that freeing values and executors
+    there (``dispose``, ``dispose_executor``: TFF calls them from garbage-collection finalizers)
+    is a no-op once the worker cannot be reached. Else a worker that stopped mid-run leaves
+    "Exception ignored in: <finalize object ...>" tracebacks in the output long after the clear
+    error (a ``worker`` this Python started: only once it has stopped)."""
     import grpc
     import tensorflow_federated as tff
+
+    class Stub(tff.framework.RemoteExecutorGrpcStub):
+        def _free(self, call, request):
+            try:
+                return call(request)
+            except tff.framework.RetryableError:  # UNAVAILABLE: nothing is left there to free
+                if worker is not None and worker.alive():
+                    raise
+                return None
+
+        def dispose(self, request):
+            return self._free(super().dispose, request)
+
+        def dispose_executor(self, request):
+            return self._free(super().dispose_executor, request)
 
     options = [("grpc.max_message_length", GRPC_MAX_MESSAGE_BYTES),
                ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
-    stub = tff.framework.RemoteExecutorGrpcStub(grpc.insecure_channel(address, options))
+    return Stub(grpc.insecure_channel(address, options))
+
+
+def _executor_factory(address: str, default_num_clients: int = 0, worker: Worker | None = None):
+    """A TFF executor factory whose executors run on the worker at ``address`` (``worker``: one
+    this Python started, waited for at first use)."""
+    import tensorflow_federated as tff
+
+    stub = _stub(address, worker)
 
     def stack_fn(cardinalities):  # TFF calls it for a new executor, also to retry after an error
         if worker is not None:

@@ -200,6 +200,28 @@ def test_a_worker_killed_mid_run_is_a_clear_error_not_a_hang():
     assert not any(w.alive() for w in started)
 
 
+def test_freeing_values_on_a_stopped_worker_is_silent():
+    # TFF frees remote values from garbage-collection finalizers; after a worker died (the test
+    # above) each one printed "Exception ignored in: <finalize object ...>" with a gRPC traceback
+    tff = pytest.importorskip("tensorflow_federated")
+    import grpc
+    from tensorflow_federated.proto.v0 import executor_pb2
+
+    (worker,) = workers.start_local_workers(1)
+    try:
+        worker.wait()
+        stub = workers._stub(worker.address, worker)
+    finally:
+        worker.stop()
+    assert not worker.alive()
+    assert stub.dispose(executor_pb2.DisposeRequest()) is None
+    assert stub.dispose_executor(executor_pb2.DisposeExecutorRequest()) is None
+    assert workers._stub(worker.address).dispose(executor_pb2.DisposeRequest()) is None  # not ours
+    plain = tff.framework.RemoteExecutorGrpcStub(grpc.insecure_channel(worker.address))
+    with pytest.raises(tff.framework.RetryableError):  # what TFF's own stub does
+        plain.dispose(executor_pb2.DisposeRequest())
+
+
 def test_use_workers_checks_addresses_before_connecting():
     with pytest.raises(ValueError, match="host:port"):
         workers.use_workers(["127.0.0.1"])
