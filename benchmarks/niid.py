@@ -5,7 +5,7 @@ partitions (IID, Dirichlet(0.5), #C = 1, 2, 3 classes per client), with niid_ben
 (``data_utils.models`` "lenet5"), each cell within a stated budget of training CPU seconds
 (as many rounds of a fixed number of local epochs as fit, up to niid_bench's 50).
 
-The run (:func:`run`) happens in a worker process, one process per partition in the full
+The run (:func:`run`) happens in a worker process, one process per cell in the full
 benchmark (:func:`jobs`); :func:`goals`, :func:`plot` and :func:`markdown` turn its result into
 the report's goals, figure and text. Flower's numbers are cited constants (:data:`FLOWER`)."""
 from __future__ import annotations
