@@ -146,7 +146,9 @@ def run(s, rows=None, columns=None) -> dict:
                     continue
                 # diverged after some rounds (e.g. NaN weights): niid_bench scores the best round
                 # too, so the rounds before count, and the cell says where and why it ended
-                stop[0] = f"failed in round {len(curve) + 1} ({error[:120]})"
+                where = (f"in round {len(curve) + 1}" if len(curve) < n.rounds
+                         else f"after round {len(curve)}")
+                stop[0] = f"failed {where} ({error[:120]})"
             seconds = wall.lap()[0]
             best = int(np.argmax(curve))
             cells.append(dict(cell, ok=True, curve=curve, best_accuracy=curve[best],
@@ -237,7 +239,9 @@ def goals(settings: dict, entry: dict | None, make_goal) -> list[dict]:
         complete = bool(cols) and len(gaps) + len(broken) == len(expected)
         worst = max(gaps, key=gaps.get) if complete and gaps else None
         note = (f"worst cell {worst}" if worst else "") + "".join(
-            f"; {c} failed ({failed[(row, c)][:80]})" for c in broken)
+            f"; {c} failed ({failed[(row, c)][:80]})" for c in broken) + "".join(
+            f"; {c} {cols[c]['stop_reason'][:80]}, its earlier rounds count" for c in expected
+            if c in cols and failed_part_way(cols[c]))
         out.append(make_goal("5", f"{row}: every course cell within {n['goal_points']:g} points "
                                   "of Flower's niid_bench cell or above it (largest shortfall)",
                              gaps[worst] if worst else None, n["goal_points"],
@@ -295,11 +299,15 @@ def plot(r: dict, path, plt) -> None:
     plt.close(fig)
 
 
+def failed_part_way(c: dict) -> bool:
+    """Whether cell ``c`` ran some rounds and then failed (its earlier rounds are its result)."""
+    return bool(c.get("ok")) and str(c.get("stop_reason", "")).startswith("failed")
+
+
 def round_range(r: dict) -> tuple[int, int]:
     """The fewest and the most rounds a cell of ``r`` ran to its budget or round cap (0, 0 if
     none did; a cell that failed part way says nothing about what fits)."""
-    rounds = [c["rounds"] for c in r["cells"]
-              if c.get("ok") and not str(c.get("stop_reason", "")).startswith("failed")]
+    rounds = [c["rounds"] for c in r["cells"] if c.get("ok") and not failed_part_way(c)]
     return (min(rounds), max(rounds)) if rounds else (0, 0)
 
 
@@ -364,6 +372,10 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     flower_examples = 60000 * 10 * 50
     cap = st.get("max_rounds", st.get("rounds"))
     budget = st.get("cpu_budget_seconds")
+    span = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    tf_threads = st.get("tf_intraop_threads")
+    thread_words = (f"{tf_threads} TensorFlow thread{'s' * (str(tf_threads) != '1')}; "
+                    if tf_threads else "")
     lines = [
         f"Flower's baseline [`niid_bench`]({FLOWER_URL}) reproduces Li et al. 2022, *Federated "
         "Learning on Non-IID Data Silos: An Experimental Study* (NIID-Bench, ICDE 2022, "
@@ -375,18 +387,20 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         f"and round), the same CNN (`{st['model']}`: 5x5 conv 6 -> pool -> 5x5 conv 16 -> pool -> "
         f"Dense 120 -> Dense 84 -> Dense 10, ReLU), all {st['train_examples']:,} training images, "
         f"best accuracy over the rounds on {st['test_examples']:,} test images. What differs: "
-        + (f"**each cell trains for at most {budget:g} CPU seconds** (one TensorFlow thread; "
+        + (f"**each cell trains for at most {budget:g} CPU seconds** ({thread_words}"
            f"evaluation not counted), as many rounds of {st['local_epochs']} local "
-           f"epoch{'s' * (st['local_epochs'] != 1)} as fit, up to {cap}: **{lo}-{hi} rounds** "
-           f"on this machine, instead of 50 rounds of 10 local epochs "
+           f"epoch{'s' * (st['local_epochs'] != 1)} as fit, up to {cap}"
+           + (f": **{span} round{'s' * (hi != 1)}** on this machine" if hi else "")
+           + ", instead of 50 rounds of 10 local epochs "
            if budget is not None else
            f"**{hi} round{'s' * (hi != 1)} of {st['local_epochs']} local "
            f"epoch{'s' * (st['local_epochs'] != 1)}** instead of 50 of 10 ")
-        + f"(at most {examples:,} example visits per cell instead of {flower_examples:,}: "
-        f"{examples / flower_examples:.1%} of the work, what the 60-minute budget for "
-        f"{len(n['rows']) * len(n['columns'])} cells on 2 cores allows; a faster machine fits "
-        "more rounds in the same CPU seconds); "
-        "no weight decay (the course's client trainer has none; Flower's 1e-5 is small); one seed "
+        + (f"(at most {examples:,} example visits per cell instead of {flower_examples:,}: "
+           f"{examples / flower_examples:.1%} of the work, what the 60-minute budget for "
+           f"{len(n['rows']) * len(n['columns'])} cells on 2 cores allows"
+           + ("; a faster machine fits more rounds in the same CPU seconds" if budget is not None else "")
+           + "); " if hi else "(no cell ran); ")
+        + "no weight decay (the course's client trainer has none; Flower's 1e-5 is small); one seed "
         "(Flower: mean over seeds, its standard deviations are in `benchmarks/niid.py`); the "
         "course's partitions (`data_utils.partition`: Dirichlet(0.5) with at least 10 images per "
         "client; #C=k is the sort-and-shard split, each client k shards of different classes, "
@@ -413,9 +427,10 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     for c in r["cells"]:
         if not c.get("ok"):
             lines.append(f"- {c['row']}, {c['column']}: no result ({c.get('error')}).")
-        elif str(c.get("stop_reason", "")).startswith("failed"):
+        elif failed_part_way(c):
             lines.append(f"- {c['row']}, {c['column']}: {c['stop_reason']}; its best of the "
-                         f"{c['rounds']} rounds before counts, as niid_bench's best round would.")
+                         f"{c['rounds']} round{'s' * (c['rounds'] != 1)} before counts, as "
+                         "niid_bench's best round would.")
     absent = [x[0] for x in n["rows"] if x[0] not in {y["row"] for y in r["rows"]}]
     if absent:
         lines.append(f"- Rows not in this report (not run, or their process did not finish): "
@@ -451,7 +466,8 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
                        if "FedAvg" in cols else "."))
     lines += [f"- {s}" for s in text] + [""]
     ran = [c for c in r["cells"] if c.get("ok")]
-    rising = [c for c in ran if c["best_round"] == c["rounds"] and c["rounds"] > 1]
+    rising = [c for c in ran if c["best_round"] == c["rounds"] and c["rounds"] > 1
+              and str(c.get("stop_reason", "CPU budget")).startswith("CPU budget")]
     if ran and rising:
         gains = [(c["curve"][-1] - c["curve"][-2]) * 100 for c in rising]
         lines += [f"{len(rising)} of {len(ran)} cells scored their best accuracy in their last "

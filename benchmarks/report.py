@@ -674,10 +674,12 @@ def _bench_minutes(payload: dict) -> str:
     """" (this report's: N min on C cores, section 5 M of them)" from the sections' wall seconds,
     or "" if a section is missing (then the total is not this report's)."""
     secs = {k: (v or {}).get("seconds") for k, v in payload.get("sections", {}).items()}
-    if set(secs) != set(NUMBERS) or None in secs.values():
-        return ""
+    if payload.get("smoke") or set(secs) != set(NUMBERS) or None in secs.values():
+        return ""  # smoke timings say nothing about make bench; a missing section, no total
     cores = (payload.get("machine") or {}).get("usable_cores", "?")
-    return (f" (this report's: {sum(secs.values()) / 60:.0f} min on {cores} cores, section 5 "
+    whose = ("this report's run" if set(payload.get("sections_run") or ()) == set(NUMBERS)
+             else "the sum of this report's sections, each from its last run")
+    return (f" ({whose}: {sum(secs.values()) / 60:.0f} min on {cores} cores, section 5 "
             f"{secs['niid'] / 60:.0f} of them)")
 
 

@@ -126,12 +126,13 @@ def test_niid_cell_ends_at_its_budget_and_keeps_the_rounds_before_a_failure(monk
     from data_utils.remedies import ALGORITHMS
 
     def fake_run_remedy(algorithm, trainer, w0, clients, cfg, evaluate, progress, **kwargs):
-        for _ in range(2):
+        for _ in range(min(cfg.rounds, 2)):
             start = time.process_time()
             while time.process_time() - start < 0.05:  # a "round" that costs CPU time
                 pass
             evaluate(w0)
-        raise ValueError("model 2, layer 0 contains NaN or infinite values")
+        if cfg.rounds > 1:
+            raise ValueError("model 2, layer 0 contains NaN or infinite values")
 
     monkeypatch.setattr(niid, "_remedies", lambda: (ALGORITHMS, fake_run_remedy, None))
     columns = (("SCAFFOLD", "scaffold", ()),)
@@ -143,6 +144,37 @@ def test_niid_cell_ends_at_its_budget_and_keeps_the_rounds_before_a_failure(monk
     ended = niid.run(replace(small, niid=replace(small.niid, rounds=5, cpu_budget_seconds=1e-6,
                                                  columns=columns)))["cells"][0]
     assert ended["ok"] and ended["rounds"] == 1 and ended["stop_reason"] == "CPU budget (1e-06 s)"
+    # the round cap comes first: no budget stop after the last round, whatever was spent
+    capped = niid.run(replace(small, niid=replace(small.niid, rounds=1, cpu_budget_seconds=1e-6,
+                                                  columns=columns)))["cells"][0]
+    assert capped["ok"] and capped["rounds"] == 1 and capped["stop_reason"] == "round cap (1)"
+
+
+def test_niid_markdown_words_follow_the_cells():
+    setup = {"model": "lenet5", "num_clients": 10, "max_rounds": 50, "cpu_budget_seconds": 200.0,
+             "local_epochs": 2, "batch_size": 64, "client_lr": 0.01, "client_momentum": 0.9,
+             "alpha": 0.5, "train_examples": 60000, "test_examples": 10000, "tf_intraop_threads": "1"}
+
+    def cell(column, curve, stop):
+        best = int(np.argmax(curve))
+        return {"row": "IID", "column": column, "ok": True, "curve": curve, "rounds": len(curve),
+                "best_accuracy": curve[best], "best_round": best + 1, "final_accuracy": curve[-1],
+                "stop_reason": stop, "seconds": 1.0, "train_cpu_seconds": 1.0, "eval_cpu_seconds": 0.1}
+
+    r = {"setup": setup, "rows": [{"row": "IID", "scheme": "iid", "classes_per_client": None,
+                                   "client_sizes": [6000] * 10, "classes_held": [10] * 10}],
+         "cells": [cell("FedAvg", [0.5, 0.6, 0.7], "CPU budget (200 s)"),
+                   cell("SCAFFOLD", [0.5, 0.6, 0.7], "round cap (3)"),
+                   cell("FedProx", [0.4], "failed in round 2 (ValueError: NaN)")]}
+    payload = {"settings": FULL.as_dict(), "machine": {"usable_cores": 2}}
+    text = "\n".join(niid.markdown(payload, r, "fig.png"))
+    assert "at most 200 CPU seconds** (1 TensorFlow thread; evaluation not counted)" in text
+    assert "up to 50: **3 rounds** on this machine" in text  # the failed cell's 1 round is not a range
+    assert "its best of the 1 round before counts" in text
+    # only the cell the budget ended counts as ended by the budget
+    assert "1 of 3 cells scored their best accuracy in their last round" in text
+    none_ran = dict(r, cells=[])
+    assert "(no cell ran); no weight decay" in "\n".join(niid.markdown(payload, none_ran, "fig.png"))
 
 
 def test_niid_chance_rows_name_the_cells_stuck_at_ten_percent():
@@ -202,15 +234,24 @@ def test_niid_goals_within_two_points_and_best_remedy():
     goals = niid.goals(FULL.as_dict(), entry, report._goal)
     assert goals[0]["met"] is False and "FedNova failed (ValueError: NaN)" in goals[0]["summary"]
     assert all(g["met"] is None for g in niid.goals(FULL.as_dict(), None, report._goal))
+    entry["result"]["cells"] = [c for c in entry["result"]["cells"] if c.get("ok")]
+    entry["result"]["cells"].append({"row": "IID", "column": "FedNova", "ok": True, "best_accuracy": 0.9,
+                                     "best_round": 1, "final_accuracy": 0.9, "curve": [0.9], "rounds": 1,
+                                     "stop_reason": "failed in round 2 (ValueError: NaN)"})
+    goals = niid.goals(FULL.as_dict(), entry, report._goal)  # failed part way: counted, and said
+    assert "FedNova failed in round 2 (ValueError: NaN), its earlier rounds count" in goals[0]["summary"]
     entry["result"]["rows"] = entry["result"]["rows"][:2]  # rows missing: no section wall time
     goals = niid.goals(FULL.as_dict(), entry, report._goal)
     assert goals[4]["met"] is None and "only 2 of 5 rows ran" in goals[4]["summary"]
 
 
 def test_reproduce_line_gives_this_reports_minutes_only_for_a_whole_run():
-    payload = {"machine": {"usable_cores": 2},
+    payload = {"machine": {"usable_cores": 2}, "sections_run": list(report.NUMBERS),
                "sections": {k: {"seconds": 600.0} for k in report.NUMBERS}}
-    assert report._bench_minutes(payload) == " (this report's: 50 min on 2 cores, section 5 10 of them)"
+    assert report._bench_minutes(payload) == " (this report's run: 50 min on 2 cores, section 5 10 of them)"
+    merged = dict(payload, sections_run=["niid"])  # python -m benchmarks --sections 5
+    assert report._bench_minutes(merged).startswith(" (the sum of this report's sections, each from its last run: 50 min")
+    assert report._bench_minutes(dict(payload, smoke=True)) == ""
     del payload["sections"]["scale"]
     assert report._bench_minutes(payload) == ""
 
