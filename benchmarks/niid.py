@@ -43,10 +43,6 @@ def flower(row: str, column: str) -> float | None:
 
 
 # ---- the measurement (inside a worker process) -----------------------------------------------------
-class _Budget(Exception):
-    """Raised from the evaluation callback to end a cell at its CPU budget."""
-
-
 def over_budget(spent: float, rounds: int, budget: float | None) -> bool:
     """Whether one more round, estimated as the mean of the ``rounds`` so far, would take the
     training CPU seconds ``spent`` past ``budget`` (None: no budget)."""
@@ -78,7 +74,7 @@ def run(s, rows=None, columns=None) -> dict:
     from data_utils.partition import make_partition
     from data_utils.training import client_trainer
 
-    from .sections import _data
+    from .sections import _Stop, _data
 
     n = s.niid
     start_cpu = common.tree_cpu_seconds()
@@ -126,7 +122,7 @@ def run(s, rows=None, columns=None) -> dict:
                       f"{train_cpu[0]:.0f} training CPU s", flush=True)
                 if over_budget(train_cpu[0], len(curve), n.cpu_budget_seconds) and len(curve) < n.rounds:
                     stop[0] = f"CPU budget ({n.cpu_budget_seconds:g} s)"
-                    raise _Budget
+                    raise _Stop
                 return {"test_accuracy": acc}
 
             wall = common.Clock()
@@ -136,7 +132,7 @@ def run(s, rows=None, columns=None) -> dict:
                 else:
                     run_remedy(algorithm, trainer, w0, clients, cfg, evaluate=evaluate,
                                progress=False, **kwargs)
-            except _Budget:
+            except _Stop:
                 pass
             except Exception as err:  # noqa: BLE001 - one failed cell must not lose the others
                 error = f"{type(err).__name__}: {err}"
@@ -289,8 +285,7 @@ def plot(r: dict, path, plt) -> None:
     ax.set_ylabel("best test accuracy over the rounds (%)")
     ax.set_ylim(0, 100)
     st = r["setup"]
-    lo, hi = round_range(r)
-    ax.set_title(f"{st['num_clients']} clients, {budget_words(st)}: {lo}-{hi} rounds of "
+    ax.set_title(f"{st['num_clients']} clients, {budget_words(st)}: {round_span(r)} rounds of "
                  f"{st['local_epochs']} local epochs, B={st['batch_size']}, SGD lr {st['client_lr']} "
                  f"momentum {st['client_momentum']}, {st['model']}", fontsize=10)
     ax.legend(fontsize=7, ncol=len(columns) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.08))
@@ -309,6 +304,12 @@ def round_range(r: dict) -> tuple[int, int]:
     none did; a cell that failed part way says nothing about what fits)."""
     rounds = [c["rounds"] for c in r["cells"] if c.get("ok") and not failed_part_way(c)]
     return (min(rounds), max(rounds)) if rounds else (0, 0)
+
+
+def round_span(r: dict) -> str:
+    """:func:`round_range` as words: "25-32", or "27" when every cell ran as many rounds."""
+    lo, hi = round_range(r)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def budget_words(st: dict) -> str:
@@ -367,12 +368,11 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     columns = list(dict.fromkeys(c["column"] for c in r["cells"]))
     extra = [c for c in columns if c not in FLOWER_COLUMNS]
     kw = {c[0]: dict(c[2]) for c in n["columns"]}
-    lo, hi = round_range(r)
+    hi = round_range(r)[1]
     examples = st["train_examples"] * st["local_epochs"] * hi
     flower_examples = 60000 * 10 * 50
     cap = st.get("max_rounds", st.get("rounds"))
     budget = st.get("cpu_budget_seconds")
-    span = f"{lo}" if lo == hi else f"{lo}-{hi}"
     tf_threads = st.get("tf_intraop_threads")
     thread_words = (f"{tf_threads} TensorFlow thread{'s' * (str(tf_threads) != '1')}; "
                     if tf_threads else "")
@@ -390,7 +390,7 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         + (f"**each cell trains for at most {budget:g} CPU seconds** ({thread_words}"
            f"evaluation not counted), as many rounds of {st['local_epochs']} local "
            f"epoch{'s' * (st['local_epochs'] != 1)} as fit, up to {cap}"
-           + (f": **{span} round{'s' * (hi != 1)}** on this machine" if hi else "")
+           + (f": **{round_span(r)} round{'s' * (hi != 1)}** on this machine" if hi else "")
            + ", instead of 50 rounds of 10 local epochs "
            if budget is not None else
            f"**{hi} round{'s' * (hi != 1)} of {st['local_epochs']} local "
@@ -499,11 +499,10 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
                   "\"this budget's setting\", not as a better algorithm.", ""]
     if n.get("isolate", True):
         unit, par = n.get("job_unit", "row"), n.get("parallel", 1)
-        tf_threads = (r.get("setup") or {}).get("tf_intraop_threads")
         lines += [f"Each {unit} ran in its own process, {par} process{'es' * (par != 1)} at a "
                   f"time on the machine's {payload['machine']['usable_cores']} cores"
                   + (f", each with {tf_threads} TensorFlow intra-op thread"
-                     f"{'s' * (tf_threads != '1')} (`TF_NUM_INTRAOP_THREADS`)" if tf_threads else
+                     f"{'s' * (str(tf_threads) != '1')} (`TF_NUM_INTRAOP_THREADS`)" if tf_threads else
                      " (one process keeps about one core busy)")
                   + "; a cell's wall seconds include waiting for the CPU.", ""]
     lines += ["| partition | column | best (round) | last | rounds (stopped by) | wall s | training CPU s | evaluation CPU s |",

@@ -132,7 +132,8 @@ def fresh_setup(s: Settings, lr: float) -> dict:
 
 
 class _Stop(Exception):
-    """Raised from the evaluation callback to end ``run_fedavg`` early (target or budget)."""
+    """Raised from the evaluation callback to end ``run_fedavg`` (or section 5's
+    ``run_remedy``) early: target or budget."""
 
 
 def train_until(model, w0, clients, cfg, evaluator, eval_every: int, stop,

@@ -116,6 +116,7 @@ def test_niid_cells_stop_before_a_round_that_would_pass_the_cpu_budget():
          "cells": [{"ok": True, "rounds": 27}, {"ok": True, "rounds": 31}, {"ok": False},
                    {"ok": True, "rounds": 6, "stop_reason": "failed in round 7 (ValueError: NaN)"}]}
     assert niid.round_range(r) == (27, 31) and niid.round_range({"cells": []}) == (0, 0)
+    assert niid.round_span(r) == "27-31"
     assert niid.budget_words(r["setup"]) == "at most 200 training CPU s per cell"
     assert niid.budget_words({"rounds": 6}) == "at most 6 rounds per cell"  # a report from before
 
