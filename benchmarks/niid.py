@@ -374,6 +374,9 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     cap = st.get("max_rounds", st.get("rounds"))
     budget = st.get("cpu_budget_seconds")
     tf_threads = st.get("tf_intraop_threads")
+    ran = [c for c in r["cells"] if c.get("ok")]
+    budget_ended = any(str(c.get("stop_reason", "")).startswith("CPU budget") for c in ran)
+    capped_all = bool(ran) and all(str(c.get("stop_reason", "")).startswith("round cap") for c in ran)
     thread_words = (f"{tf_threads} TensorFlow thread{'s' * (str(tf_threads) != '1')}; "
                     if tf_threads else "")
     lines = [
@@ -396,9 +399,12 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
            f"**{hi} round{'s' * (hi != 1)} of {st['local_epochs']} local "
            f"epoch{'s' * (st['local_epochs'] != 1)}** instead of 50 of 10 ")
         + (f"(at most {examples:,} example visits per cell instead of {flower_examples:,}: "
-           f"{examples / flower_examples:.1%} of the work, what the 60-minute budget for "
-           f"{len(n['rows']) * len(n['columns'])} cells on 2 cores allows"
-           + ("; a faster machine fits more rounds in the same CPU seconds" if budget is not None else "")
+           f"{examples / flower_examples:.1%} of the work"
+           + (f"; the budget keeps {len(n['rows']) * len(n['columns'])} cells within the "
+              f"section's {n['goal_minutes']:g} minutes on 2 cores" if budget is not None else "")
+           + ("; a faster machine fits more rounds in the same CPU seconds" if budget_ended else
+              f"; every cell reached the {cap}-round cap before its budget, which would end them "
+              "earlier on a slower machine" if budget is not None and capped_all else "")
            + "); " if hi else "(no cell ran); ")
         + "no weight decay (the course's client trainer has none; Flower's 1e-5 is small); one seed "
         "(Flower: mean over seeds, its standard deviations are in `benchmarks/niid.py`); the "
@@ -465,7 +471,6 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
                     + (f"; the course's own FedAvg scores {cols['FedAvg']['best_accuracy'] * 100:.2f}."
                        if "FedAvg" in cols else "."))
     lines += [f"- {s}" for s in text] + [""]
-    ran = [c for c in r["cells"] if c.get("ok")]
     rising = [c for c in ran if c["best_round"] == c["rounds"] and c["rounds"] > 1
               and str(c.get("stop_reason", "CPU budget")).startswith("CPU budget")]
     if ran and rising:

@@ -174,6 +174,12 @@ def test_niid_markdown_words_follow_the_cells():
     assert "its best of the 1 round before counts" in text
     # only the cell the budget ended counts as ended by the budget
     assert "1 of 3 cells scored their best accuracy in their last round" in text
+    assert "a faster machine fits more rounds" in text and "round cap before" not in text
+    capped = dict(r, cells=[cell(c, [0.5, 0.6, 0.7], "round cap (50)") for c in ("FedAvg", "SCAFFOLD")])
+    text = "\n".join(niid.markdown(payload, capped, "fig.png"))
+    assert "every cell reached the 50-round cap before its budget" in text
+    assert "a faster machine fits more rounds" not in text and "in their last round" not in text
+    assert "the budget keeps 25 cells within the section's 60 minutes" in text
     none_ran = dict(r, cells=[])
     assert "(no cell ran); no weight decay" in "\n".join(niid.markdown(payload, none_ran, "fig.png"))
 
