@@ -286,7 +286,7 @@ def plot(r: dict, path, plt) -> None:
     ax.set_ylim(0, 100)
     st = r["setup"]
     ax.set_title(f"{st['num_clients']} clients, {budget_words(st)}: {round_span(r)} rounds of "
-                 f"{st['local_epochs']} local epochs, B={st['batch_size']}, SGD lr {st['client_lr']} "
+                 f"{epochs_words(st)}, B={st['batch_size']}, SGD lr {st['client_lr']} "
                  f"momentum {st['client_momentum']}, {st['model']}", fontsize=10)
     ax.legend(fontsize=7, ncol=len(columns) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
@@ -310,6 +310,12 @@ def round_span(r: dict) -> str:
     """:func:`round_range` as words: "25-32", or "27" when every cell ran as many rounds."""
     lo, hi = round_range(r)
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def epochs_words(st: dict) -> str:
+    """"1 local epoch" or "N local epochs" (``st``: the section's setup)."""
+    e = st["local_epochs"]
+    return f"{e} local epoch{'s' * (e != 1)}"
 
 
 def budget_words(st: dict) -> str:
@@ -376,7 +382,9 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     tf_threads = st.get("tf_intraop_threads")
     ran = [c for c in r["cells"] if c.get("ok")]
     budget_ended = any(str(c.get("stop_reason", "")).startswith("CPU budget") for c in ran)
-    capped_all = bool(ran) and all(str(c.get("stop_reason", "")).startswith("round cap") for c in ran)
+    whole = [c for c in ran if not failed_part_way(c)]  # the cells that ran to a stop
+    capped_all = bool(whole) and all(str(c.get("stop_reason", "")).startswith("round cap") for c in whole)
+    failed = len(ran) - len(whole)
     thread_words = (f"{tf_threads} TensorFlow thread{'s' * (str(tf_threads) != '1')}; "
                     if tf_threads else "")
     lines = [
@@ -391,20 +399,19 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         f"Dense 120 -> Dense 84 -> Dense 10, ReLU), all {st['train_examples']:,} training images, "
         f"best accuracy over the rounds on {st['test_examples']:,} test images. What differs: "
         + (f"**each cell trains for at most {budget:g} CPU seconds** ({thread_words}"
-           f"evaluation not counted), as many rounds of {st['local_epochs']} local "
-           f"epoch{'s' * (st['local_epochs'] != 1)} as fit, up to {cap}"
+           f"evaluation not counted), as many rounds of {epochs_words(st)} as fit, up to {cap}"
            + (f": **{round_span(r)} round{'s' * (hi != 1)}** on this machine" if hi else "")
            + ", instead of 50 rounds of 10 local epochs "
            if budget is not None else
-           f"**{hi} round{'s' * (hi != 1)} of {st['local_epochs']} local "
-           f"epoch{'s' * (st['local_epochs'] != 1)}** instead of 50 of 10 ")
+           f"**{hi} round{'s' * (hi != 1)} of {epochs_words(st)}** instead of 50 of 10 ")
         + (f"(at most {examples:,} example visits per cell instead of {flower_examples:,}: "
            f"{examples / flower_examples:.1%} of the work"
            + (f"; the budget keeps {len(n['rows']) * len(n['columns'])} cells within the "
               f"section's {n['goal_minutes']:g} minutes on 2 cores" if budget is not None else "")
            + ("; a faster machine fits more rounds in the same CPU seconds" if budget_ended else
-              f"; every cell reached the {cap}-round cap before its budget, which would end them "
-              "earlier on a slower machine" if budget is not None and capped_all else "")
+              f"; every cell{' that did not fail' if failed else ''} reached the {cap}-round cap "
+              "before its budget, which would end them earlier on a slower machine"
+              if budget is not None and capped_all else "")
            + "); " if hi else "(no cell ran); ")
         + "no weight decay (the course's client trainer has none; Flower's 1e-5 is small); one seed "
         "(Flower: mean over seeds, its standard deviations are in `benchmarks/niid.py`); the "
@@ -465,19 +472,25 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         if x["scheme"] == "iid" or best is None or avg is None:
             continue
         diff = best["best_accuracy"] * 100 - avg
+        sd = FLOWER[x["row"]][0][1]
         text.append(f"{row}: the course's best remedy, {best['column']} "
-                    f"({best['best_accuracy'] * 100:.2f}), is {abs(diff):.1f} points "
-                    + ("above" if diff > 0 else "below") + f" Flower's FedAvg ({avg:.2f})"
+                    f"({best['best_accuracy'] * 100:.2f}), is {abs(diff):.2f} points "
+                    + ("above" if diff > 0 else "below") + f" Flower's FedAvg ({avg:.2f}"
+                    + (f", less than its standard deviation over seeds, {sd:.2f})"
+                       if abs(diff) < sd else ")")
                     + (f"; the course's own FedAvg scores {cols['FedAvg']['best_accuracy'] * 100:.2f}."
                        if "FedAvg" in cols else "."))
     lines += [f"- {s}" for s in text] + [""]
+    enders = {"CPU budget": "the budget", "round cap": "the round cap"}
     rising = [c for c in ran if c["best_round"] == c["rounds"] and c["rounds"] > 1
-              and str(c.get("stop_reason", "CPU budget")).startswith("CPU budget")]
+              and str(c.get("stop_reason", "CPU budget")).startswith(tuple(enders))]
     if ran and rising:
         gains = [(c["curve"][-1] - c["curve"][-2]) * 100 for c in rising]
+        ended = [w for k, w in enders.items()
+                 if any(str(c.get("stop_reason", "CPU budget")).startswith(k) for c in rising)]
         lines += [f"{len(rising)} of {len(ran)} cells scored their best accuracy in their last "
                   f"round (the last round added {min(gains):.1f} to {max(gains):.1f} points): "
-                  "the budget, not the algorithm, ended them.", ""]
+                  f"{' or '.join(ended)}, not the algorithm, ended them while they still rose.", ""]
     for row, (left, stayed) in chance_rows(r).items():
         def names(xs):
             return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]

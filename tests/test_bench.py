@@ -119,6 +119,8 @@ def test_niid_cells_stop_before_a_round_that_would_pass_the_cpu_budget():
     assert niid.round_span(r) == "27-31"
     assert niid.budget_words(r["setup"]) == "at most 200 training CPU s per cell"
     assert niid.budget_words({"rounds": 6}) == "at most 6 rounds per cell"  # a report from before
+    assert niid.epochs_words({"local_epochs": 1}) == "1 local epoch"
+    assert niid.epochs_words({"local_epochs": 2}) == "2 local epochs"
 
 
 def test_niid_cell_ends_at_its_budget_and_keeps_the_rounds_before_a_failure(monkeypatch):
@@ -173,13 +175,29 @@ def test_niid_markdown_words_follow_the_cells():
     assert "up to 50: **3 rounds** on this machine" in text  # the failed cell's 1 round is not a range
     assert "its best of the 1 round before counts" in text
     # only the cell the budget ended counts as ended by the budget
-    assert "1 of 3 cells scored their best accuracy in their last round" in text
+    # the cells the budget or the round cap ended while still rising (not the failed one)
+    assert ("2 of 3 cells scored their best accuracy in their last round (the last round added "
+            "10.0 to 10.0 points): the budget or the round cap, not the algorithm") in text
     assert "a faster machine fits more rounds" in text and "round cap before" not in text
-    capped = dict(r, cells=[cell(c, [0.5, 0.6, 0.7], "round cap (50)") for c in ("FedAvg", "SCAFFOLD")])
+    capped = dict(r, cells=[cell(c, [0.5, 0.7, 0.6], "round cap (50)") for c in ("FedAvg", "SCAFFOLD")])
     text = "\n".join(niid.markdown(payload, capped, "fig.png"))
     assert "every cell reached the 50-round cap before its budget" in text
     assert "a faster machine fits more rounds" not in text and "in their last round" not in text
     assert "the budget keeps 25 cells within the section's 60 minutes" in text
+    capped["cells"].append(cell("FedProx", [0.4], "failed in round 2 (ValueError: NaN)"))
+    text = "\n".join(niid.markdown(payload, capped, "fig.png"))
+    assert "every cell that did not fail reached the 50-round cap" in text
+    # a best remedy's margin over Flower's FedAvg smaller than Flower's spread over seeds is said
+    skew = {"row": "#C=2", "scheme": "pathological", "classes_per_client": 2,
+            "client_sizes": [6000] * 10, "classes_held": [2] * 10}
+    two = dict(r, rows=[skew], cells=[dict(cell("FedAvg", [0.69], "round cap (50)"), row="#C=2"),
+                                      dict(cell("FedAvgM", [0.7916], "round cap (50)"), row="#C=2")])
+    text = "\n".join(niid.markdown(payload, two, "fig.png"))
+    assert ("the course's best remedy, FedAvgM (79.16), is 1.06 points above Flower's FedAvg (78.10, "
+            "less than its standard deviation over seeds, 2.51)") in text
+    two["cells"][1] = dict(cell("FedAvgM", [0.85], "round cap (50)"), row="#C=2")
+    assert "6.90 points above Flower's FedAvg (78.10); the course's own FedAvg scores 69.00." in \
+        "\n".join(niid.markdown(payload, two, "fig.png"))
     none_ran = dict(r, cells=[])
     assert "(no cell ran); no weight decay" in "\n".join(niid.markdown(payload, none_ran, "fig.png"))
 
