@@ -384,7 +384,7 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     budget_ended = any(str(c.get("stop_reason", "")).startswith("CPU budget") for c in ran)
     whole = [c for c in ran if not failed_part_way(c)]  # the cells that ran to a stop
     capped_all = bool(whole) and all(str(c.get("stop_reason", "")).startswith("round cap") for c in whole)
-    failed = len(ran) - len(whole)
+    failed = len(r["cells"]) - len(whole)  # failed part way, or without any result
     thread_words = (f"{tf_threads} TensorFlow thread{'s' * (str(tf_threads) != '1')}; "
                     if tf_threads else "")
     lines = [
@@ -406,11 +406,12 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
            f"**{hi} round{'s' * (hi != 1)} of {epochs_words(st)}** instead of 50 of 10 ")
         + (f"(at most {examples:,} example visits per cell instead of {flower_examples:,}: "
            f"{examples / flower_examples:.1%} of the work"
-           + (f"; the budget keeps {len(n['rows']) * len(n['columns'])} cells within the "
-              f"section's {n['goal_minutes']:g} minutes on 2 cores" if budget is not None else "")
+           + (f"; the budget is sized for {len(n['rows']) * len(n['columns'])} cells in the "
+              f"section's {n['goal_minutes']:g} minutes on {payload['machine']['usable_cores']} "
+              "cores" if budget is not None else "")
            + ("; a faster machine fits more rounds in the same CPU seconds" if budget_ended else
               f"; every cell{' that did not fail' if failed else ''} reached the {cap}-round cap "
-              "before its budget, which would end them earlier on a slower machine"
+              "before its budget ran out (on a slower machine the budget could end cells first)"
               if budget is not None and capped_all else "")
            + "); " if hi else "(no cell ran); ")
         + "no weight decay (the course's client trainer has none; Flower's 1e-5 is small); one seed "
@@ -472,11 +473,11 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         if x["scheme"] == "iid" or best is None or avg is None:
             continue
         diff = best["best_accuracy"] * 100 - avg
-        sd = FLOWER[x["row"]][0][1]
+        sd = FLOWER[x["row"]][FLOWER_COLUMNS.index("FedAvg")][1]
         text.append(f"{row}: the course's best remedy, {best['column']} "
                     f"({best['best_accuracy'] * 100:.2f}), is {abs(diff):.2f} points "
                     + ("above" if diff > 0 else "below") + f" Flower's FedAvg ({avg:.2f}"
-                    + (f", less than its standard deviation over seeds, {sd:.2f})"
+                    + (f" ± {sd:.2f}; the margin is within Flower's spread over seeds)"
                        if abs(diff) < sd else ")")
                     + (f"; the course's own FedAvg scores {cols['FedAvg']['best_accuracy'] * 100:.2f}."
                        if "FedAvg" in cols else "."))
@@ -488,9 +489,13 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
         gains = [(c["curve"][-1] - c["curve"][-2]) * 100 for c in rising]
         ended = [w for k, w in enders.items()
                  if any(str(c.get("stop_reason", "CPU budget")).startswith(k) for c in rising)]
-        lines += [f"{len(rising)} of {len(ran)} cells scored their best accuracy in their last "
-                  f"round (the last round added {min(gains):.1f} to {max(gains):.1f} points): "
-                  f"{' or '.join(ended)}, not the algorithm, ended them while they still rose.", ""]
+        added = (f"{min(gains):.1f}" if f"{min(gains):.1f}" == f"{max(gains):.1f}"
+                 else f"{min(gains):.1f} to {max(gains):.1f}")
+        their, them, they = ("their", "them", "they") if len(rising) != 1 else ("its", "it", "it")
+        lines += [f"{len(rising)} of {len(ran)} cell{'s' * (len(ran) != 1)} scored {their} best "
+                  f"accuracy in {their} last round (the last round added {added} "
+                  f"point{'s' * (added != '1.0')}): {' or '.join(ended)}, not the algorithm, "
+                  f"ended {them} while {they} still rose.", ""]
     for row, (left, stayed) in chance_rows(r).items():
         def names(xs):
             return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]

@@ -174,27 +174,35 @@ def test_niid_markdown_words_follow_the_cells():
     assert "at most 200 CPU seconds** (1 TensorFlow thread; evaluation not counted)" in text
     assert "up to 50: **3 rounds** on this machine" in text  # the failed cell's 1 round is not a range
     assert "its best of the 1 round before counts" in text
-    # only the cell the budget ended counts as ended by the budget
     # the cells the budget or the round cap ended while still rising (not the failed one)
     assert ("2 of 3 cells scored their best accuracy in their last round (the last round added "
-            "10.0 to 10.0 points): the budget or the round cap, not the algorithm") in text
+            "10.0 points): the budget or the round cap, not the algorithm, ended them while they "
+            "still rose.") in text
     assert "a faster machine fits more rounds" in text and "round cap before" not in text
-    capped = dict(r, cells=[cell(c, [0.5, 0.7, 0.6], "round cap (50)") for c in ("FedAvg", "SCAFFOLD")])
+    # every cell ended by the round cap, one of them still rising
+    capped = dict(r, cells=[cell("FedAvg", [0.5, 0.7, 0.6], "round cap (50)"),
+                            cell("SCAFFOLD", [0.5, 0.6, 0.75], "round cap (50)")])
     text = "\n".join(niid.markdown(payload, capped, "fig.png"))
-    assert "every cell reached the 50-round cap before its budget" in text
-    assert "a faster machine fits more rounds" not in text and "in their last round" not in text
-    assert "the budget keeps 25 cells within the section's 60 minutes" in text
-    capped["cells"].append(cell("FedProx", [0.4], "failed in round 2 (ValueError: NaN)"))
-    text = "\n".join(niid.markdown(payload, capped, "fig.png"))
-    assert "every cell that did not fail reached the 50-round cap" in text
+    assert "every cell reached the 50-round cap before its budget ran out" in text
+    assert "a faster machine fits more rounds" not in text
+    assert ("1 of 2 cells scored its best accuracy in its last round (the last round added 15.0 "
+            "points): the round cap, not the algorithm, ended it while it still rose.") in text
+    assert "the budget is sized for 25 cells in the section's 60 minutes on 2 cores" in text
+    for bad in (cell("FedProx", [0.4], "failed in round 2 (ValueError: NaN)"),
+                {"row": "IID", "column": "FedProx", "ok": False, "error": "ValueError: NaN"}):
+        text = "\n".join(niid.markdown(payload, dict(capped, cells=capped["cells"] + [bad]), "fig.png"))
+        assert "every cell that did not fail reached the 50-round cap" in text
+    one = dict(r, cells=[cell("FedAvg", [0.5, 0.51], "CPU budget (200 s)")])
+    assert ("1 of 1 cell scored its best accuracy in its last round (the last round added 1.0 "
+            "point): the budget, not the algorithm, ended it") in "\n".join(niid.markdown(payload, one, "fig.png"))
     # a best remedy's margin over Flower's FedAvg smaller than Flower's spread over seeds is said
     skew = {"row": "#C=2", "scheme": "pathological", "classes_per_client": 2,
             "client_sizes": [6000] * 10, "classes_held": [2] * 10}
     two = dict(r, rows=[skew], cells=[dict(cell("FedAvg", [0.69], "round cap (50)"), row="#C=2"),
                                       dict(cell("FedAvgM", [0.7916], "round cap (50)"), row="#C=2")])
     text = "\n".join(niid.markdown(payload, two, "fig.png"))
-    assert ("the course's best remedy, FedAvgM (79.16), is 1.06 points above Flower's FedAvg (78.10, "
-            "less than its standard deviation over seeds, 2.51)") in text
+    assert ("the course's best remedy, FedAvgM (79.16), is 1.06 points above Flower's FedAvg (78.10 "
+            "± 2.51; the margin is within Flower's spread over seeds)") in text
     two["cells"][1] = dict(cell("FedAvgM", [0.85], "round cap (50)"), row="#C=2")
     assert "6.90 points above Flower's FedAvg (78.10); the course's own FedAvg scores 69.00." in \
         "\n".join(niid.markdown(payload, two, "fig.png"))
