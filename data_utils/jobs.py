@@ -35,7 +35,7 @@ from .experiment import (Experiment, client_arrays, get_partition, initial_weigh
 from .fedavg import FedAvgConfig
 from .partition import Partition, make_partition
 from .validate import check_choice, check_int, check_known, check_list, check_positive
-from .workers import use_local_worker
+from .workers import remote_context, use_local_worker
 
 
 @dataclass
@@ -230,10 +230,10 @@ def tff_secure_sum_job(params: dict) -> dict:
     clipped to ``[-BOUND, BOUND]``, quantized, summed with ``tff.federated_secure_sum_bitwidth``).
 
     ``params``: ``{"VALUES": [one 1-D float array per client], "BOUND": float}``. Tries TFF's
-    default simulation runtime first and records what happens; then runs the computation in
-    TFF's *test* runtime (``tff.backends.test``), which replaces each secure-sum intrinsic with
-    an ordinary sum of the same quantized integers: the arithmetic of secure aggregation, not its
-    cryptography. The default runtime is restored afterwards."""
+    default simulation runtime first and records what happens; then runs the computation as
+    TFF's *test* runtime (``tff.backends.test``) compiles it, each secure-sum intrinsic replaced
+    with an ordinary sum of the same quantized integers (the arithmetic of secure aggregation, not
+    its cryptography), on the course's own worker; the default context stays as it was."""
     import gc
     import logging
 
@@ -272,11 +272,12 @@ def _secure_sum_in_tff(tff, values: list, bound: float) -> dict:
         details = getattr(err, "details", None)
         text = details() if callable(details) else str(err)
         out["default_runtime_error"] = f"{type(err).__name__}: {text.strip().splitlines()[0][:300]}"
-    try:
-        tff.backends.test.set_sync_test_cpp_execution_context()
+    # TFF's test runtime's compilation on the course's own worker (data_utils.workers), for this
+    # one call: tff.backends.test's context would start a second worker that outlives a crash
+    worker = use_local_worker()
+    with tff.framework.get_context_stack().install(
+            remote_context(worker.address, worker, plain_secure_sums=True)):
         out["test_runtime_sum"] = np.asarray(secure_total(values))
-    finally:
-        use_local_worker()  # back to the course's worker (data_utils.workers)
     return out
 
 

@@ -265,16 +265,25 @@ def _executor_factory(address: str, default_num_clients: int = 0, worker: Worker
     return tff.framework.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
 
 
-def remote_context(address: str, worker: Worker | None = None, asynchronous: bool = False):
+def remote_context(address: str, worker: Worker | None = None, asynchronous: bool = False,
+                   plain_secure_sums: bool = False):
     """A TFF execution context (synchronous, or asynchronous for :func:`split_context`) that runs
-    computations on the worker at ``address``, compiled as TFF's own local context compiles them."""
+    computations on the worker at ``address``, compiled as TFF's own local context compiles them.
+    ``plain_secure_sums``: first replace each secure-sum intrinsic by an ordinary sum of the same
+    quantized integers, as TFF's test runtime (``tff.backends.test``) compiles; that runtime
+    would start a worker of its own, which does not die with this Python."""
     import tensorflow_federated as tff
 
     parse_address(address)
+    native = tff.backends.native.desugar_and_transform_to_native
+
+    def compile_plain(comp):
+        return native(tff.backends.test.replace_secure_intrinsics_with_bodies(comp))
+
     kind = tff.framework.AsyncExecutionContext if asynchronous else tff.framework.SyncExecutionContext
     return kind(
         executor_fn=_executor_factory(address, worker=worker),
-        compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+        compiler_fn=compile_plain if plain_secure_sums else native,
         transform_args=tff.tensorflow.transform_args,
         transform_result=tff.tensorflow.transform_result)
 

@@ -225,3 +225,25 @@ def test_freeing_values_on_a_stopped_worker_is_silent():
 def test_use_workers_checks_addresses_before_connecting():
     with pytest.raises(ValueError, match="host:port"):
         workers.use_workers(["127.0.0.1"])
+
+
+@pytest.mark.tff
+def test_tff_secure_sum_runs_on_the_course_worker_without_a_worker_of_tffs_own(monkeypatch):
+    """notebook 06's TFF secure sum: the test runtime's compilation on the course's worker. TFF's
+    test context would start a worker_binary of its own, which does not die with this Python."""
+    pytest.importorskip("tensorflow_federated")
+    from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+
+    from data_utils.jobs import tff_secure_sum_job
+
+    def tffs_own(*args, **kwargs):
+        raise AssertionError("TFF's local_cpp_executor_factory was used: a second worker_binary")
+
+    mine = workers.use_local_worker()
+    monkeypatch.setattr(executor_factory, "local_cpp_executor_factory", tffs_own)
+    values = [np.array([0.5, -1.0, 0.25], np.float32), np.array([1.0, 0.5, -0.75], np.float32)]
+    out = tff_secure_sum_job({"VALUES": values, "BOUND": 2.0})
+    assert np.allclose(out["test_runtime_sum"], out["plain_sum"], atol=1e-3)
+    assert np.allclose(out["plain_sum"], [1.5, -0.5, -0.5])
+    assert out["default_runtime_error"] is None or "federated" in out["default_runtime_error"]
+    assert workers.use_local_worker() is mine and mine.alive()  # the course's context, unchanged
