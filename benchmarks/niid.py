@@ -42,6 +42,10 @@ def flower(row: str, column: str) -> float | None:
     return FLOWER[row][FLOWER_COLUMNS.index(column)][0]
 
 
+# How a cell's stop reason begins, written by :func:`run` and read by :func:`stopped_by`.
+BUDGET, CAP, FAILED = "CPU budget", "round cap", "failed"
+
+
 # ---- the measurement (inside a worker process) -----------------------------------------------------
 def over_budget(spent: float, rounds: int, budget: float | None) -> bool:
     """Whether one more round, estimated as the mean of the ``rounds`` so far, would take the
@@ -110,7 +114,7 @@ def run(s, rows=None, columns=None) -> dict:
                 trainers[algorithm] = client_trainer(n.model, data.input_shape, data.num_classes,
                                                      n.client_lr, n.client_momentum)
             trainer = trainers[algorithm]
-            curve, train_cpu, eval_cpu, stop = [], [0.0], [0.0], [f"round cap ({n.rounds})"]
+            curve, train_cpu, eval_cpu, stop = [], [0.0], [0.0], [f"{CAP} ({n.rounds})"]
             clock = common.Clock()
 
             def evaluate(weights):
@@ -121,7 +125,7 @@ def run(s, rows=None, columns=None) -> dict:
                 print(f"  [niid] {label} {column} round {len(curve)}: test accuracy {acc:.4f}, "
                       f"{train_cpu[0]:.0f} training CPU s", flush=True)
                 if over_budget(train_cpu[0], len(curve), n.cpu_budget_seconds) and len(curve) < n.rounds:
-                    stop[0] = f"CPU budget ({n.cpu_budget_seconds:g} s)"
+                    stop[0] = f"{BUDGET} ({n.cpu_budget_seconds:g} s)"
                     raise _Stop
                 return {"test_accuracy": acc}
 
@@ -144,7 +148,7 @@ def run(s, rows=None, columns=None) -> dict:
                 # too, so the rounds before count, and the cell says where and why it ended
                 where = (f"in round {len(curve) + 1}" if len(curve) < n.rounds
                          else f"after round {len(curve)}")
-                stop[0] = f"failed {where} ({error[:120]})"
+                stop[0] = f"{FAILED} {where} ({error[:120]})"
             seconds = wall.lap()[0]
             best = int(np.argmax(curve))
             cells.append(dict(cell, ok=True, curve=curve, best_accuracy=curve[best],
@@ -294,9 +298,16 @@ def plot(r: dict, path, plt) -> None:
     plt.close(fig)
 
 
+def stopped_by(c: dict, *kinds: str, missing: str = "") -> bool:
+    """Whether cell ``c``'s stop reason is one of ``kinds`` (:data:`BUDGET`, :data:`CAP`,
+    :data:`FAILED`); ``missing``: the reason assumed for a cell of a report from before stop
+    reasons."""
+    return str(c.get("stop_reason", missing)).startswith(kinds)
+
+
 def failed_part_way(c: dict) -> bool:
     """Whether cell ``c`` ran some rounds and then failed (its earlier rounds are its result)."""
-    return bool(c.get("ok")) and str(c.get("stop_reason", "")).startswith("failed")
+    return bool(c.get("ok")) and stopped_by(c, FAILED)
 
 
 def round_range(r: dict) -> tuple[int, int]:
@@ -381,9 +392,9 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     budget = st.get("cpu_budget_seconds")
     tf_threads = st.get("tf_intraop_threads")
     ran = [c for c in r["cells"] if c.get("ok")]
-    budget_ended = any(str(c.get("stop_reason", "")).startswith("CPU budget") for c in ran)
+    budget_ended = any(stopped_by(c, BUDGET) for c in ran)
     whole = [c for c in ran if not failed_part_way(c)]  # the cells that ran to a stop
-    capped_all = bool(whole) and all(str(c.get("stop_reason", "")).startswith("round cap") for c in whole)
+    capped_all = bool(whole) and all(stopped_by(c, CAP) for c in whole)
     failed = len(r["cells"]) - len(whole)  # failed part way, or without any result
     thread_words = (f"{tf_threads} TensorFlow thread{'s' * (str(tf_threads) != '1')}; "
                     if tf_threads else "")
@@ -482,13 +493,12 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
                     + (f"; the course's own FedAvg scores {cols['FedAvg']['best_accuracy'] * 100:.2f}."
                        if "FedAvg" in cols else "."))
     lines += [f"- {s}" for s in text] + [""]
-    enders = {"CPU budget": "the budget", "round cap": "the round cap"}
+    enders = {BUDGET: "the budget", CAP: "the round cap"}
     rising = [c for c in ran if c["best_round"] == c["rounds"] and c["rounds"] > 1
-              and str(c.get("stop_reason", "CPU budget")).startswith(tuple(enders))]
+              and stopped_by(c, *enders, missing=BUDGET)]
     if ran and rising:
         gains = [(c["curve"][-1] - c["curve"][-2]) * 100 for c in rising]
-        ended = [w for k, w in enders.items()
-                 if any(str(c.get("stop_reason", "CPU budget")).startswith(k) for c in rising)]
+        ended = [w for k, w in enders.items() if any(stopped_by(c, k, missing=BUDGET) for c in rising)]
         added = (f"{min(gains):.1f}" if f"{min(gains):.1f}" == f"{max(gains):.1f}"
                  else f"{min(gains):.1f} to {max(gains):.1f}")
         their, them, they = ("their", "them", "they") if len(rising) != 1 else ("its", "it", "it")
@@ -533,7 +543,7 @@ def markdown(payload: dict, r: dict, fig: str) -> list[str]:
     for c in r["cells"]:
         if c.get("ok"):
             lines.append(f"| {c['row']} | {c['column']} | {c['best_accuracy']:.4f} ({c['best_round']}) | "
-                         f"{c['final_accuracy']:.4f} | {c['rounds']} ({c.get('stop_reason', 'round cap')}) | "
+                         f"{c['final_accuracy']:.4f} | {c['rounds']} ({c.get('stop_reason', CAP)}) | "
                          f"{c['seconds']:.0f} | {c['train_cpu_seconds']:.0f} | {c['eval_cpu_seconds']:.0f} |")
     lines += ["", "Clients per partition (training images; classes held): " + "; ".join(
         f"{x['row']}: {min(x['client_sizes'])}-{max(x['client_sizes'])} images, "

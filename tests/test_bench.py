@@ -121,6 +121,8 @@ def test_niid_cells_stop_before_a_round_that_would_pass_the_cpu_budget():
     assert niid.budget_words({"rounds": 6}) == "at most 6 rounds per cell"  # a report from before
     assert niid.epochs_words({"local_epochs": 1}) == "1 local epoch"
     assert niid.epochs_words({"local_epochs": 2}) == "2 local epochs"
+    assert niid.stopped_by({"stop_reason": "round cap (50)"}, niid.BUDGET, niid.CAP)
+    assert not niid.stopped_by({}, niid.BUDGET) and niid.stopped_by({}, niid.BUDGET, missing=niid.BUDGET)
 
 
 def test_niid_cell_ends_at_its_budget_and_keeps_the_rounds_before_a_failure(monkeypatch):
